@@ -1,0 +1,48 @@
+"""Re-create an environment from robomimic-style `env_args` (stored in every dataset).
+
+`type` follows robomimic's EnvType: 1 = robosuite, 2 = gym. Our robosuite tasks (and
+datasets made by robomimic's own tools) are type 1; pure-MuJoCo tasks such as PointCue are
+type 2 with a gymnasium id as `env_name`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import gymnasium as gym
+
+import envs  # noqa: F401  (registers the ttm/* ids)
+
+ROBOSUITE_TYPE = 1
+GYM_TYPE = 2
+
+
+def parse_env_args(env_args: str | dict[str, Any]) -> dict[str, Any]:
+    """Accept the JSON string stored in `data.attrs["env_args"]` or an already-parsed dict."""
+    if isinstance(env_args, bytes):
+        env_args = env_args.decode()
+    if isinstance(env_args, str):
+        try:
+            env_args = json.loads(env_args)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"env_args is not valid JSON: {e}") from e
+    for key in ("env_name", "type", "env_kwargs"):
+        if key not in env_args:
+            raise ValueError(f"env_args lacks key {key!r}; got keys {sorted(env_args)}")
+    return env_args
+
+
+def make_from_env_args(env_args: str | dict[str, Any], **overrides: Any) -> gym.Env:
+    """Build the env that `env_args` describes; `overrides` replace entries of `env_kwargs`."""
+    args = parse_env_args(env_args)
+    if args["type"] == GYM_TYPE:
+        return gym.make(args["env_name"], **{**args["env_kwargs"], **overrides})
+    if args["type"] == ROBOSUITE_TYPE:
+        from envs.robosuite_tasks import make_from_robosuite_env_args
+
+        return make_from_robosuite_env_args(args, **overrides)
+    raise ValueError(
+        f"env_args type {args['type']!r} is not supported; expected {ROBOSUITE_TYPE} "
+        f"(robosuite) or {GYM_TYPE} (gym)"
+    )

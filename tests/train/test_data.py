@@ -1,0 +1,374 @@
+"""Data layer on real HDF5: the robomimic fixture, and broken copies of it written with h5py."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from train.augment import ImageAugment, center_crop, random_crop, random_shift
+from train.data import (
+    LIFT_OBS_KEYS,
+    DataConfig,
+    DatasetError,
+    EpisodeDataset,
+    StepBatchSampler,
+    WindowDataset,
+    compute_stats,
+    load_demos,
+    make_dataset,
+)
+
+FIXTURE = (
+    Path(
+        os.environ.get("TTM_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures")
+    )
+    / "robomimic_lift_image84_3demos.hdf5"
+)
+LOW_DIM = ("robot0_eef_pos", "robot0_gripper_qpos")
+pytestmark = pytest.mark.skipif(
+    not FIXTURE.is_file(), reason=f"fixture {FIXTURE} not found (set TTM_FIXTURES)"
+)
+
+
+@pytest.fixture(scope="module")
+def train_demos():
+    return load_demos(FIXTURE, LIFT_OBS_KEYS, "train")
+
+
+@pytest.fixture
+def copy(tmp_path):
+    """A writable copy of the fixture (copyfile: the original is read-only)."""
+    dst = tmp_path / "lift.hdf5"
+    shutil.copyfile(FIXTURE, dst)
+    return dst
+
+
+def _replace(g: h5py.Group, key: str, value: np.ndarray) -> None:
+    del g[key]
+    g.create_dataset(key, data=value)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def test_reads_robomimic_fixture(train_demos):
+    d = train_demos
+    assert d.names == ["demo_2", "demo_3"]  # train mask; names do not start at demo_0
+    assert d.lengths.tolist() == [42, 44] and d.offsets.tolist() == [0, 42]
+    assert set(d.obs) == set(LIFT_OBS_KEYS)  # extra keys (object, joints, ...) are not loaded
+    assert (
+        d.obs_shapes["agentview_image"] == (84, 84, 3)
+        and d.obs["agentview_image"].dtype == np.uint8
+    )
+    assert d.obs_shapes["robot0_eef_quat"] == (4,) and d.action_dim == 7
+    assert d.env_args["env_name"] == "Lift"
+    with h5py.File(FIXTURE, "r") as f:
+        g = f["data/demo_3"]
+        assert g["obs/robot0_eef_pos"].dtype == np.float64  # on disk ...
+        obs, actions = d.episode(1)
+        assert (
+            obs["robot0_eef_pos"].dtype == np.float32 and actions.dtype == np.float32
+        )  # ... in RAM
+        np.testing.assert_array_equal(
+            obs["robot0_eef_pos"], g["obs/robot0_eef_pos"][()].astype(np.float32)
+        )
+        np.testing.assert_array_equal(
+            obs["robot0_eye_in_hand_image"], g["obs/robot0_eye_in_hand_image"][()]
+        )
+        np.testing.assert_array_equal(actions, g["actions"][()].astype(np.float32))
+
+
+def test_split_from_mask():
+    assert load_demos(FIXTURE, LOW_DIM, "valid").names == ["demo_4"]
+    assert load_demos(FIXTURE, LOW_DIM, "all").names == ["demo_2", "demo_3", "demo_4"]
+
+
+def test_no_mask_warns_and_uses_all_demos(copy):
+    with h5py.File(copy, "r+") as f:
+        del f["mask"]
+    with pytest.warns(UserWarning, match="no mask/train.*ALL 3 demos"):
+        assert load_demos(copy, LOW_DIM, "train").names == ["demo_2", "demo_3", "demo_4"]
+
+
+def test_demos_sorted_by_numeric_suffix(copy):
+    with h5py.File(copy, "r+") as f:
+        f["data"].move("demo_4", "demo_10")
+        f["data"].move("demo_3", "demo_9")
+    d = load_demos(copy, LOW_DIM, "all")
+    assert d.names == ["demo_2", "demo_9", "demo_10"]
+    assert d.lengths.tolist() == [42, 44, 44]
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def test_window_sampling(train_demos):
+    d, T = train_demos, 10
+    ds = WindowDataset(d, window=T)
+    assert len(ds) == 42 + 44  # a window at every start step (pad_end)
+    first = ds[0]
+    assert (first["demo"].item(), first["start"].item()) == (0, 0)
+    assert (
+        first["obs"]["agentview_image"].shape == (T, 84, 84, 3)
+        and first["obs"]["agentview_image"].dtype == torch.uint8
+    )
+    assert first["obs"]["robot0_eef_pos"].shape == (T, 3) and first["actions"].shape == (T, 7)
+    assert first["is_first"].tolist() == [True] + [False] * (T - 1) and first["mask"].all()
+
+    # demo_3 (index 1) from step 5: inside the episode, not its start.
+    item = ds[42 + 5]
+    obs, actions = d.episode(1)
+    assert (item["demo"].item(), item["start"].item()) == (1, 5)
+    assert not item["is_first"].any() and item["mask"].all()
+    np.testing.assert_array_equal(
+        item["obs"]["robot0_eye_in_hand_image"].numpy(), obs["robot0_eye_in_hand_image"][5:15]
+    )
+    np.testing.assert_array_equal(item["actions"].numpy(), actions[5:15])
+
+    # demo_2 (index 0, 42 steps) from step 38: 4 real steps, then the last frame repeated.
+    item = ds[38]
+    obs, actions = d.episode(0)
+    assert item["mask"].tolist() == [True] * 4 + [False] * 6
+    np.testing.assert_array_equal(
+        item["obs"]["robot0_eef_pos"].numpy()[:4], obs["robot0_eef_pos"][38:42]
+    )
+    np.testing.assert_array_equal(
+        item["obs"]["agentview_image"].numpy()[4:], np.repeat(obs["agentview_image"][-1:], 6, 0)
+    )
+    np.testing.assert_array_equal(item["actions"].numpy()[4:], np.repeat(actions[-1:], 6, 0))
+
+    full = WindowDataset(d, window=T, pad_end=False)
+    assert len(full) == (42 - T + 1) + (44 - T + 1)
+    assert all(full[i]["mask"].all() for i in (0, len(full) - 1))
+
+
+def test_action_chunks(train_demos):
+    d, T, K = train_demos, 6, 4
+    ds = WindowDataset(d, window=T, action_horizon=K)
+    item = ds[36]  # demo_2 (42 steps) from step 36: steps 36..41 real
+    _, actions = d.episode(0)
+    assert item["actions"].shape == (T, K, 7) and item["action_mask"].shape == (T, K)
+    for t in range(T):
+        for j in range(K):
+            step = 36 + t + j
+            assert item["action_mask"][t, j].item() == (step < 42)
+            np.testing.assert_array_equal(item["actions"][t, j].numpy(), actions[min(step, 41)])
+
+
+def test_episode_mode_pads_to_longest(train_demos):
+    ds = EpisodeDataset(train_demos)
+    assert len(ds) == 2 and ds.max_len == 44
+    batch = next(iter(DataLoader(ds, batch_size=2)))  # default_collate
+    assert batch["obs"]["agentview_image"].shape == (2, 44, 84, 84, 3)
+    assert batch["actions"].shape == (2, 44, 7)
+    assert batch["mask"].sum(1).tolist() == [42, 44]
+    assert batch["is_first"][:, 0].all() and not batch["is_first"][:, 1:].any()
+    assert batch["demo"].tolist() == [0, 1] and batch["start"].tolist() == [0, 0]
+
+
+def test_make_dataset_from_config(train_demos):
+    cfg = DataConfig(path=str(FIXTURE), mode="episode", action_horizon=2)
+    ds = make_dataset(cfg, train_demos)
+    assert isinstance(ds, EpisodeDataset) and ds[0]["actions"].shape == (44, 2, 7)
+    with pytest.raises(DatasetError, match="crop_size=90 exceeds the 84x84"):
+        make_dataset(DataConfig(path=str(FIXTURE), crop_size=90), train_demos)
+
+
+def test_config_validation_says_how_to_fix():
+    with pytest.raises(ValueError, match="--data.path"):
+        DataConfig(path="")
+    with pytest.raises(ValueError, match="window=0"):
+        DataConfig(path="x.hdf5", window=0)
+    with pytest.raises(ValueError, match="more than once"):
+        DataConfig(path="x.hdf5", obs_keys=("robot0_eef_pos", "robot0_eef_pos"))
+    with pytest.raises(ValueError, match="'window' or 'episode'"):
+        DataConfig(path="x.hdf5", mode="windows")
+
+
+def test_stats_match_numpy(train_demos):
+    stats = compute_stats(train_demos)
+    assert "obs/agentview_image/mean" not in stats
+    with h5py.File(FIXTURE, "r") as f:
+        for key, name in (("obs/robot0_eef_quat", "obs/robot0_eef_quat"), ("actions", "action")):
+            x = np.concatenate(
+                [f[f"data/{demo}/{key}"][()] for demo in ("demo_2", "demo_3")]
+            )  # float64
+            for stat, fn in (("mean", np.mean), ("std", np.std), ("min", np.min), ("max", np.max)):
+                got = stats[f"{name}/{stat}"]
+                assert got.dtype == np.float32 and got.shape == (x.shape[1],)
+                np.testing.assert_allclose(got, fn(x, axis=0), rtol=1e-5, atol=1e-7)
+
+
+def test_step_batch_sampler_shards_and_resumes():
+    n, B, w = 50, 4, 3
+    single = StepBatchSampler(n, B * w, seed=7)
+    ranks = [StepBatchSampler(n, B, rank=r, world_size=w, seed=7) for r in range(w)]
+    for step in (0, 3, 4, 9):  # step 4 crosses an epoch boundary (48 -> 60)
+        shards = [s.batch(step) for s in ranks]
+        assert sum(shards, []) == single.batch(step)
+        assert len(set(sum(shards, []))) == B * w  # disjoint across ranks
+    epoch0 = sum((single.batch(s) for s in range(4)), [])[:n] + single.batch(4)[:2]
+    assert sorted(epoch0) == list(range(n))  # each epoch visits every index once
+    resumed = iter(StepBatchSampler(n, B, rank=1, world_size=w, seed=7, start_step=5))
+    assert next(resumed) == ranks[1].batch(5)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def _coord_images(B: int, T: int, H: int = 84, W: int = 84) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) whose pixel (b, t, i, j) is (i, j, t): a crop reveals its offset."""
+    i = torch.arange(H)[:, None].expand(H, W)
+    j = torch.arange(W)[None, :].expand(H, W)
+    x = torch.stack([i, j, torch.zeros_like(i)], -1)[None, None].repeat(
+        B, T, 1, 1, 1
+    )  # (B, T, H, W, 3)
+    x[..., 2] = torch.arange(T)[None, :, None, None]
+    return x.to(torch.uint8)
+
+
+def test_random_crop_same_over_time_and_varies_over_batch():
+    B, T, s = 16, 5, 76
+    x = _coord_images(B, T)
+    out = random_crop(x, s, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (B, T, s, s, 3) and out.dtype == torch.uint8
+    top, left = out[:, :, 0, 0, 0], out[:, :, 0, 0, 1]  # (B, T)
+    assert (top == top[:, :1]).all() and (left == left[:, :1]).all()  # same crop for all T steps
+    assert len(set(top[:, 0].tolist())) > 1  # different samples, different crops
+    assert (out[..., 2] == torch.arange(T)[None, :, None, None]).all()  # time order kept
+    rows = top[:, 0, None].long() + torch.arange(s)  # (B, s): a contiguous block of rows
+    assert (out[:, 0, :, 0, 0].long() == rows).all()
+    assert random_crop(x[:, 0], s).shape == (B, s, s, 3)  # (B, H, W, 3) too
+
+
+def test_center_crop_and_eval_mode_are_deterministic():
+    x = _coord_images(2, 3)
+    out = center_crop(x, 76)
+    assert out.shape == (2, 3, 76, 76, 3) and out[0, 0, 0, 0, 0] == 4 and out[0, 0, 0, 0, 1] == 4
+    aug = ImageAugment(kind="crop", crop_size=76).eval()
+    assert torch.equal(aug(x), out) and aug.out_size(84, 84) == (76, 76)
+    assert aug.train()(x).shape == (2, 3, 76, 76, 3)
+    with pytest.raises(ValueError, match="does not fit images of 84x84"):
+        center_crop(x, 100)
+
+
+def test_random_shift_keeps_size_and_replicates_border():
+    x = _coord_images(8, 2)
+    out = random_shift(x, 4, generator=torch.Generator().manual_seed(1))
+    assert out.shape == x.shape
+    dy = out[:, :, 42, 42, 0].long() - 42  # (B, T) shift, within [-4, 4], same over time
+    assert dy.abs().max() <= 4 and (dy == dy[:, :1]).all()
+    assert out[..., 0].min() == 0 and out[..., 0].max() == 83  # clamped, never out of range
+    aug = ImageAugment(kind="shift", shift_pad=4).eval()
+    assert torch.equal(aug(x), x)
+
+
+# --------------------------------------------------------------------------- validation errors
+
+
+def _nan_obs(f):
+    f["data/demo_3/obs/robot0_eef_pos"][5, 1] = np.nan
+
+
+def _inf_action(f):
+    f["data/demo_3/actions"][2, 0] = np.inf
+
+
+def _out_of_range_action(f):
+    f["data/demo_2/actions"][7, 1] = 1.5
+
+
+def _missing_key(f):
+    del f["data/demo_3/obs/robot0_gripper_qpos"]
+
+
+def _float_image(f):
+    g = f["data/demo_2/obs"]
+    _replace(g, "agentview_image", g["agentview_image"][()].astype(np.float32) / 255)
+
+
+def _rgba_image(f):
+    g = f["data/demo_2/obs"]
+    _replace(g, "agentview_image", np.zeros((42, 84, 84, 4), np.uint8))
+
+
+def _short_obs(f):
+    g = f["data/demo_4/obs"]
+    _replace(g, "robot0_eef_pos", g["robot0_eef_pos"][:-1])
+
+
+def _empty_demo(f):
+    g = f["data/demo_3"]
+    _replace(g, "actions", np.zeros((0, 7)))
+    for key in list(g["obs"]):
+        _replace(g["obs"], key, g["obs"][key][:0])
+    g.attrs["num_samples"] = 0
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (_nan_obs, ["demo 'demo_3'", "key 'robot0_eef_pos'", "NaN/Inf", "step 5"]),
+        (_inf_action, ["demo 'demo_3'", "key 'actions'", "NaN/Inf", "step 2"]),
+        (
+            _out_of_range_action,
+            ["demo 'demo_2'", "key 'actions'", "outside [-1, 1]", "step 7, dim 1: 1.5"],
+        ),
+        (
+            _missing_key,
+            ["demo 'demo_3'", "key 'robot0_gripper_qpos'", "available obs keys", "robot0_eef_pos"],
+        ),
+        (_float_image, ["demo 'demo_2'", "key 'agentview_image'", "expected uint8", "float32"]),
+        (
+            _rgba_image,
+            ["demo 'demo_2'", "key 'agentview_image'", "expected uint8", "(42, 84, 84, 4)"],
+        ),
+        (_short_obs, ["demo 'demo_4'", "key 'robot0_eef_pos'", "43 observations but 44 actions"]),
+        (_empty_demo, ["demo 'demo_3'", "key 'actions'", "empty demo"]),
+    ],
+    ids=lambda v: v.__name__[1:] if callable(v) else "msg",
+)
+def test_bad_file_errors_name_file_demo_key(copy, mutate, expected):
+    with h5py.File(copy, "r+") as f:
+        mutate(f)
+    with pytest.raises(DatasetError) as err:
+        load_demos(copy, ("agentview_image", "robot0_eef_pos", "robot0_gripper_qpos"), "all")
+    msg = str(err.value)
+    assert str(copy) in msg
+    for part in expected:
+        assert part in msg, msg
+
+
+def test_unreadable_and_malformed_files(tmp_path):
+    text = tmp_path / "notes.hdf5"
+    text.write_text("this is not HDF5\n")
+    with pytest.raises(DatasetError, match=rf"{text}: not a readable HDF5 file"):
+        load_demos(text, LOW_DIM)
+    with pytest.raises(DatasetError, match="no such file"):
+        load_demos(tmp_path / "missing.hdf5", LOW_DIM)
+    no_data = tmp_path / "no_data.hdf5"
+    with h5py.File(no_data, "w") as f:
+        f.create_group("mask")
+    with pytest.raises(
+        DatasetError, match=rf"{no_data}: no 'data' group; top-level keys are \['mask'\]"
+    ):
+        load_demos(no_data, LOW_DIM)
+
+
+def test_mask_naming_unknown_demo_and_too_long_window(copy, train_demos):
+    with h5py.File(copy, "r+") as f:
+        del f["mask/valid"]
+        f["mask"].create_dataset("valid", data=np.array([b"demo_4", b"demo_7"]))
+    with pytest.raises(
+        DatasetError, match=r"mask/valid names demos \['demo_7'\] that are not in data/"
+    ):
+        load_demos(copy, LOW_DIM, "valid")
+    with pytest.raises(DatasetError, match="no full 50-step window fits"):
+        WindowDataset(train_demos, window=50, pad_end=False)

@@ -1,0 +1,33 @@
+"""Small instances of every temporal core, shared by the core tests."""
+
+from ttm_policy import (
+    CausalTransformerConfig,
+    CausalTransformerCore,
+    LSTMConfig,
+    LSTMCore,
+    TokenTuringMachine,
+    TTMConfig,
+)
+
+D, N = 32, 5
+
+
+def make_core(kind: str):
+    small = dict(dim=D, layers=1, heads=4, mlp_dim=64)
+    if kind == "ttm":
+        return TokenTuringMachine(TTMConfig(memory_tokens=16, read_tokens=4, **small))
+    if kind == "ttm-memoryless":
+        return TokenTuringMachine(
+            TTMConfig(memory_tokens=16, read_tokens=4, memoryless=True, **small)
+        )
+    if kind == "lstm":
+        return LSTMCore(LSTMConfig(dim=D, input_tokens=N, hidden=48, layers=2))
+    if kind == "transformer":
+        return CausalTransformerCore(CausalTransformerConfig(input_tokens=N, window=4, **small))
+    if kind == "transformer-full":
+        return CausalTransformerCore(CausalTransformerConfig(input_tokens=N, window=None, **small))
+    raise ValueError(kind)
+
+
+RECURRENT = ["ttm", "lstm", "transformer", "transformer-full"]
+ALL = ["ttm", "ttm-memoryless", "lstm", "transformer", "transformer-full"]

@@ -1,0 +1,115 @@
+"""Properties of the Token Turing Machine and its ablations."""
+
+import itertools
+
+import pytest
+import torch
+
+from ttm_policy import TokenTuringMachine, TTMConfig
+
+D, N, M, R = 32, 5, 16, 4
+SUMMARISERS = ["tl", "tl-mha", "add-erase", "linear", "pool"]
+UNITS = ["transformer", "mixer", "mlp"]
+
+
+def ttm(**kw) -> TokenTuringMachine:
+    cfg = dict(dim=D, memory_tokens=M, read_tokens=R, input_tokens=N, layers=1, heads=4, mlp_dim=64)
+    return TokenTuringMachine(TTMConfig(**{**cfg, **kw})).eval()
+
+
+@pytest.mark.parametrize("summariser,unit", list(itertools.product(SUMMARISERS, UNITS)))
+@pytest.mark.parametrize("batch", [1, 4])
+def test_shapes_and_dtypes(summariser, unit, batch):
+    model = ttm(summariser=summariser, processing_unit=unit)
+    memory = model.init_memory(batch)
+    assert memory.shape == (batch, M, D) and memory.dtype == torch.float32
+    out, memory = model.step(torch.randn(batch, N, D), memory)
+    assert out.shape == (batch, R, D) and memory.shape == (batch, M, D)
+    outs, memory = model(torch.randn(batch, 3, N, D))
+    assert outs.shape == (batch, 3, R, D) and outs.dtype == torch.float32
+    assert torch.isfinite(outs).all() and torch.isfinite(memory).all()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outs, memory = model(torch.randn(batch, 3, N, D))
+    # LayerNorm runs in float32 under autocast, so units that end in one return float32.
+    assert outs.shape == (batch, 3, R, D) and outs.dtype in (torch.bfloat16, torch.float32)
+    assert torch.isfinite(outs.float()).all()
+
+
+def test_variable_token_count_without_input_tokens():
+    model = TokenTuringMachine(TTMConfig(dim=D, memory_tokens=M, read_tokens=R, layers=1, heads=4))
+    m = model.init_memory(2)
+    for n in (3, 11):  # N may change between models sharing a TTM config
+        out, m = model.step(torch.randn(2, n, D), m)
+        assert out.shape == (2, R, D)
+
+
+@pytest.mark.parametrize("summariser", ["tl", "tl-mha", "pool"])
+def test_read_weights_are_distributions(summariser):
+    model = ttm(summariser=summariser)
+    _, _, w = model.step_with_weights(torch.randn(3, N, D), model.init_memory(3))
+    if summariser == "pool":
+        assert w["read"] is None
+        return
+    assert w["read"].shape == (3, R, M + N) and w["write"].shape == (3, M, M + R + N)
+    for k in ("read", "write"):
+        assert (w[k] >= 0).all()
+        torch.testing.assert_close(w[k].sum(-1), torch.ones(w[k].shape[:2]))
+
+
+def test_memoryless_memory_is_empty_and_unchanged():
+    model = ttm(memoryless=True)
+    memory = model.init_memory(2)
+    assert memory.shape == (2, 0, D)
+    out, memory2 = model.step(torch.randn(2, N, D), memory)
+    assert out.shape == (2, R, D) and memory2.shape == (2, 0, D)
+
+
+def test_learned_memory_init_is_a_parameter():
+    model = ttm(memory_init="learned")
+    a, b = model.init_memory(2)
+    torch.testing.assert_close(a, b)
+    assert a.abs().sum() > 0
+    assert model.init_memory(1).requires_grad
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (
+            lambda m: m.step(torch.randn(2, N, D + 1), m.init_memory(2)),
+            r"\(B, 5, 32\).*\(2, 5, 33\)",
+        ),
+        (
+            lambda m: m.step(torch.randn(2, N + 1, D), m.init_memory(2)),
+            r"\(B, 5, 32\).*\(2, 6, 32\)",
+        ),
+        (
+            lambda m: m.step(torch.randn(2, N, D), torch.zeros(2, M + 1, D)),
+            r"\(2, 16, 32\).*\(2, 17, 32\)",
+        ),
+        (lambda m: m.step(torch.randn(3, N, D), m.init_memory(2)), r"\(3, 16, 32\).*\(2, 16, 32\)"),
+        (lambda m: m(torch.randn(2, N, D)), r"\(B, T, N, D\).*\(2, 5, 32\)"),
+        (
+            lambda m: m(torch.randn(2, 4, N, D), reset=torch.zeros(2, 3, dtype=torch.bool)),
+            r"\(2, 4\).*\(2, 3\)",
+        ),
+    ],
+)
+def test_bad_shapes_raise_value_error_naming_both_shapes(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(ttm())
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(dim=30, heads=4), "divisible"),
+        (dict(summariser="linear", input_tokens=None), "input_tokens"),
+        (dict(summariser="nope"), "unknown summariser"),
+        (dict(memory_tokens=0), "memory_tokens"),
+    ],
+)
+def test_config_validation(kw, match):
+    base = dict(dim=D, memory_tokens=M, read_tokens=R, input_tokens=N, layers=1, heads=4)
+    with pytest.raises(ValueError, match=match):
+        TTMConfig(**{**base, **kw})

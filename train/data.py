@@ -1,0 +1,519 @@
+"""Demonstration data for behaviour cloning: robomimic-format HDF5 -> RAM -> torch batches.
+
+Dimension legend: E episodes (demos), N steps of one episode, T steps of one sample (window
+length, or the longest episode in episode mode), K action-chunk length, H, W image size,
+D low-dim width, A action width (7 for OSC_POSE + gripper), B batch.
+
+File layout read (robomimic's; see ../shared/DESIGN.md):
+
+    data                    attrs total, env_args (JSON)
+    data/demo_<i>           attrs num_samples, model_file
+    data/demo_<i>/actions   (N, A)            float, in [-1, 1]
+    data/demo_<i>/obs/<key> (N, H, W, 3) uint8 for `<camera>_image`, (N, D) float otherwise
+    mask/train, mask/valid  demo names as bytes
+
+Everything else in a demo (rewards, dones, states, action_dict, extra obs keys) is ignored.
+Demos are sorted by their numeric suffix (demo_2 < demo_10) and their arrays concatenated
+along time into one array per key, decoded once (images stay uint8, low-dim and actions
+become float32). Every sample is then a fancy-index into those arrays.
+
+A sample (one item of `WindowDataset` / `EpisodeDataset`; `default_collate` adds B in front):
+
+    obs/<camera>_image  (T, H, W, 3) uint8   not normalised, not cropped (the model does that)
+    obs/<low-dim key>   (T, D)       float32 raw (normalise with `compute_stats`)
+    actions             (T, A)       float32, or (T, K, A) when action_horizon K > 0
+    action_mask         (T, K)       bool, only when action_horizon K > 0
+    mask                (T,)         bool  True on real steps, False on padding
+    is_first            (T,)         bool  True exactly on an episode's first step
+    demo, start         ()           int64 demo index (into `Demos.names`) and first step
+
+Padding past an episode's end repeats its last frame and last action, with mask False.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+LIFT_OBS_KEYS = (
+    "agentview_image",
+    "robot0_eye_in_hand_image",
+    "robot0_eef_pos",
+    "robot0_eef_quat",
+    "robot0_gripper_qpos",
+)
+
+
+class DatasetError(ValueError):
+    """A demonstration file that cannot be used; the message names file, demo and key."""
+
+
+def is_image_key(key: str) -> bool:
+    """robomimic's convention: `<camera>_image` is an RGB image, every other key is low-dim."""
+    return key.endswith("_image")
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class DataConfig:
+    """Which demonstrations to read and how to cut them into training samples."""
+
+    path: str
+    """robomimic-format HDF5 file (written by `ttm-collect` or by robomimic's tools). Required;
+    its existence is checked when loading, not here (a saved config may travel without it)."""
+    obs_keys: tuple[str, ...] = LIFT_OBS_KEYS
+    """Observation keys the policy consumes: `<camera>_image` (uint8 HxWx3) and low-dim keys."""
+    split: Literal["train", "valid", "all"] = "train"
+    """Demos listed in `mask/<split>`; `all` (or a file without that mask) uses every demo."""
+    mode: Literal["window", "episode"] = "window"
+    """`window`: T-step windows at every start step; `episode`: whole episodes, padded to the
+    longest (memory tasks need the cue and the decision in one sequence)."""
+    window: int = 10
+    """T in window mode (robomimic BC-RNN trains on 10-step sequences); unused in episode mode."""
+    pad_end: bool = True
+    """Window mode: also start windows in an episode's last T-1 steps, padding past the end
+    (mask False) so the final steps are seen as often as the middle ones. False: full windows
+    only (episodes shorter than T then give no sample)."""
+    action_horizon: int = 0
+    """K > 0: `actions` becomes (T, K, A), the K actions from each step on (action chunking),
+    with `action_mask` (T, K). 0: one action per step, `actions` (T, A)."""
+    augment: Literal["crop", "shift", "none"] = "crop"
+    """Image augmentation in training (see train/augment.py): random crop to `crop_size`
+    (robomimic), DrQ random shift by `shift_pad` pixels, or none."""
+    crop_size: int = 76
+    """Side of the random / center crop (robomimic crops 84 -> 76)."""
+    shift_pad: int = 4
+    """Pixels of replicate padding for `augment="shift"` (DrQ uses 4 for 84x84)."""
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ValueError(
+                "DataConfig.path is empty: pass the demonstration file, e.g. --data.path demos.hdf5"
+            )
+        self.obs_keys = tuple(self.obs_keys)
+        if not self.obs_keys:
+            raise ValueError(
+                "DataConfig.obs_keys is empty: name at least one key, e.g. agentview_image robot0_eef_pos"
+            )
+        dups = sorted({k for k in self.obs_keys if self.obs_keys.count(k) > 1})
+        if dups:
+            raise ValueError(f"DataConfig.obs_keys lists {dups} more than once: list each key once")
+        if self.split not in ("train", "valid", "all"):
+            raise ValueError(f"DataConfig.split={self.split!r}: use 'train', 'valid' or 'all'")
+        if self.mode not in ("window", "episode"):
+            raise ValueError(f"DataConfig.mode={self.mode!r}: use 'window' or 'episode'")
+        if self.window < 1:
+            raise ValueError(f"DataConfig.window={self.window}: the window needs at least 1 step")
+        if self.action_horizon < 0:
+            raise ValueError(
+                f"DataConfig.action_horizon={self.action_horizon}: use 0 (no chunks) or K >= 1"
+            )
+        if self.augment not in ("crop", "shift", "none"):
+            raise ValueError(f"DataConfig.augment={self.augment!r}: use 'crop', 'shift' or 'none'")
+        if self.crop_size < 1:
+            raise ValueError(
+                f"DataConfig.crop_size={self.crop_size}: must be >= 1 (and <= the image side)"
+            )
+        if self.shift_pad < 0:
+            raise ValueError(f"DataConfig.shift_pad={self.shift_pad}: must be >= 0")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Demos:
+    """Demonstrations of one split, decoded into RAM; demo e spans rows
+    `offsets[e] : offsets[e] + lengths[e]` of every array."""
+
+    path: str
+    names: list[str]  # E demo names, sorted by numeric suffix
+    lengths: np.ndarray  # (E,) int64
+    offsets: np.ndarray  # (E,) int64
+    obs: dict[str, np.ndarray]  # key -> (sum N, H, W, 3) uint8 | (sum N, D) float32
+    actions: np.ndarray  # (sum N, A) float32
+    env_args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def obs_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-step shape of each observation key, e.g. {'agentview_image': (84, 84, 3)}."""
+        return {k: tuple(v.shape[1:]) for k, v in self.obs.items()}
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.actions.shape[1])
+
+    def episode(self, e: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Views of demo e: ({key: (N, ...)}, actions (N, A))."""
+        s = slice(int(self.offsets[e]), int(self.offsets[e] + self.lengths[e]))
+        return {k: v[s] for k, v in self.obs.items()}, self.actions[s]
+
+
+def _demo_sort_key(name: str) -> tuple[int, int, str]:
+    m = re.fullmatch(r"demo_(\d+)", name)
+    return (0, int(m.group(1)), name) if m else (1, 0, name)
+
+
+def _where(path: str, demo: str | None = None, key: str | None = None) -> str:
+    parts = [f"{path}"]
+    if demo is not None:
+        parts.append(f"demo {demo!r}")
+    if key is not None:
+        parts.append(f"key {key!r}")
+    return ", ".join(parts)
+
+
+def _split_names(f: h5py.File, path: str, split: str, available: list[str]) -> list[str]:
+    """Demo names of `split` from `mask/<split>`; every demo (with a warning) if no such mask."""
+    if split == "all":
+        return available
+    if "mask" not in f or split not in f["mask"]:
+        warnings.warn(
+            f"{path}: no mask/{split} in the file, so split={split!r} uses ALL {len(available)} demos "
+            "(train and valid are then the same data); write mask/train and mask/valid "
+            "or pass split='all' to silence this",
+            UserWarning,
+            stacklevel=3,
+        )
+        return available
+    raw = np.asarray(f["mask"][split][()]).reshape(-1)
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise DatasetError(
+            f"{path}: mask/{split} names demos {missing} that are not in data/ (available: {available})"
+        )
+    if not names:
+        raise DatasetError(f"{path}: mask/{split} is empty: no demos to load for split={split!r}")
+    return sorted(set(names), key=_demo_sort_key)
+
+
+def load_demos(
+    path: str | Path, obs_keys: tuple[str, ...] | list[str], split: str = "train"
+) -> Demos:
+    """Read, validate and decode the demos of `split`; raise DatasetError naming file, demo, key.
+
+    Two passes: the first checks structure, shapes and dtypes from metadata only and sizes
+    the arrays; the second decodes each dataset straight into its rows and checks values.
+    """
+    path = str(path)
+    obs_keys = tuple(obs_keys)
+    if not Path(path).is_file():
+        raise DatasetError(f"{path}: no such file (pass the path of a robomimic-format HDF5 file)")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from e
+    with f:
+        if "data" not in f or not isinstance(f["data"], h5py.Group):
+            raise DatasetError(
+                f"{path}: no 'data' group; top-level keys are {sorted(f.keys())} (expected robomimic layout data/demo_<i>)"
+            )
+        data = f["data"]
+        available = sorted((k for k in data if isinstance(data[k], h5py.Group)), key=_demo_sort_key)
+        if not available:
+            raise DatasetError(f"{path}: the 'data' group holds no demos")
+        names = _split_names(f, path, split, available)
+        env_args: dict[str, Any] = {}
+        if "env_args" in data.attrs:
+            try:
+                env_args = json.loads(data.attrs["env_args"])
+            except json.JSONDecodeError as e:
+                raise DatasetError(
+                    f"{path}: data attribute 'env_args' is not valid JSON ({e})"
+                ) from e
+
+        # Pass 1: structure, shapes, dtypes, lengths (metadata only).
+        lengths, step_shapes, action_dim = [], {}, None
+        for name in names:
+            g = data[name]
+            if "actions" not in g:
+                raise DatasetError(
+                    f"{_where(path, name, 'actions')}: missing; the demo holds {sorted(g.keys())}"
+                )
+            a = g["actions"]
+            if a.ndim != 2:
+                raise DatasetError(
+                    f"{_where(path, name, 'actions')}: expected (N, A), got shape {a.shape}"
+                )
+            if a.shape[0] == 0:
+                raise DatasetError(f"{_where(path, name, 'actions')}: empty demo (0 steps)")
+            n = a.shape[0]
+            action_dim = action_dim or a.shape[1]
+            if a.shape[1] != action_dim:
+                raise DatasetError(
+                    f"{_where(path, name, 'actions')}: {a.shape[1]}-D actions, but earlier demos have {action_dim}-D"
+                )
+            if "num_samples" in g.attrs and int(g.attrs["num_samples"]) != n:
+                raise DatasetError(
+                    f"{_where(path, name, 'actions')}: {n} steps but attribute num_samples={int(g.attrs['num_samples'])}"
+                )
+            have = sorted(g["obs"].keys()) if "obs" in g else []
+            for key in obs_keys:
+                if key not in have:
+                    raise DatasetError(
+                        f"{_where(path, name, key)}: missing observation key; available obs keys: {have}"
+                    )
+                ds = g["obs"][key]
+                n_obs = ds.shape[0] if ds.ndim else 0  # a scalar dataset holds no steps
+                if n_obs != n:
+                    raise DatasetError(
+                        f"{_where(path, name, key)}: {n_obs} observations but {n} actions (lengths must match)"
+                    )
+                if is_image_key(key):
+                    if ds.dtype != np.uint8 or ds.ndim != 4 or ds.shape[-1] != 3:
+                        raise DatasetError(
+                            f"{_where(path, name, key)}: expected uint8 images (N, H, W, 3), got {ds.dtype} {ds.shape}"
+                        )
+                elif ds.ndim not in (1, 2) or not (
+                    np.issubdtype(ds.dtype, np.number) or ds.dtype == bool
+                ):
+                    raise DatasetError(
+                        f"{_where(path, name, key)}: expected numeric low-dim (N, D), got {ds.dtype} {ds.shape}"
+                    )
+                shape = tuple(ds.shape[1:]) if ds.ndim > 1 else (1,)
+                if step_shapes.setdefault(key, shape) != shape:
+                    raise DatasetError(
+                        f"{_where(path, name, key)}: per-step shape {shape}, but earlier demos have {step_shapes[key]}"
+                    )
+            lengths.append(n)
+
+        # Pass 2: decode into preallocated arrays and check values.
+        lengths_np = np.asarray(lengths, dtype=np.int64)  # (E,)
+        offsets = np.concatenate([[0], np.cumsum(lengths_np)[:-1]]).astype(np.int64)  # (E,)
+        total = int(lengths_np.sum())
+        obs = {
+            k: np.empty((total, *s), np.uint8 if is_image_key(k) else np.float32)
+            for k, s in step_shapes.items()
+        }
+        actions = np.empty((total, action_dim), np.float32)  # (sum N, A)
+        for name, o, n in zip(names, offsets, lengths_np):
+            g = data[name]
+            rows = slice(int(o), int(o + n))
+            for key in obs_keys:
+                x = g["obs"][key][()]
+                if not is_image_key(key):
+                    # (N, D): float64 on disk -> float32; (N,) -> (N, 1)
+                    x = np.asarray(x, np.float32).reshape(n, -1)
+                    _check_finite(x, path, name, key)
+                obs[key][rows] = x
+            a = np.asarray(g["actions"][()], np.float32)  # (N, A)
+            _check_finite(a, path, name, "actions")
+            bad = np.argwhere(np.abs(a) > 1.0)
+            if len(bad):
+                i, j = bad[0]
+                raise DatasetError(
+                    f"{_where(path, name, 'actions')}: {len(bad)} values outside [-1, 1]; first at step {i}, "
+                    f"dim {j}: {a[i, j]!r} (OSC_POSE actions must be normalised to [-1, 1]; clip or rescale them)"
+                )
+            actions[rows] = a
+    return Demos(path, list(names), lengths_np, offsets, obs, actions, env_args)
+
+
+def _check_finite(x: np.ndarray, path: str, demo: str, key: str) -> None:
+    bad = np.argwhere(~np.isfinite(x))
+    if len(bad):
+        idx = tuple(int(i) for i in bad[0])
+        raise DatasetError(
+            f"{_where(path, demo, key)}: {len(bad)} NaN/Inf values; first at step {idx[0]}, index {idx}: {x[idx]!r}"
+        )
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def compute_stats(demos: Demos) -> dict[str, np.ndarray]:
+    """Per-dimension mean, std (population), min, max of every low-dim key and of the actions,
+    as float32 arrays named `obs/<key>/mean`, ..., `action/max` (safetensors-ready).
+
+    Compute them on the TRAINING split and store them with the policy. Images get none
+    (uint8 -> [0, 1] in the model). A std of 0 (a constant dimension) is kept as 0: the
+    consumer must clamp it (e.g. `max(std, 1e-6)`) before dividing.
+    """
+    stats: dict[str, np.ndarray] = {}
+    arrays = {f"obs/{k}": v for k, v in demos.obs.items() if not is_image_key(k)}
+    arrays["action"] = demos.actions
+    for name, x in arrays.items():
+        x64 = x.astype(np.float64)  # (sum N, D): accumulate in float64
+        for stat, fn in (("mean", np.mean), ("std", np.std), ("min", np.min), ("max", np.max)):
+            stats[f"{name}/{stat}"] = fn(x64, axis=0).astype(np.float32)  # (D,)
+    return stats
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+class _DemoSamples(Dataset):
+    """Shared gather: `T` consecutive steps of demo e from step `start` on, padded past the end."""
+
+    def __init__(self, demos: Demos, *, action_horizon: int = 0) -> None:
+        self.demos = demos
+        self.action_horizon = action_horizon
+
+    def _gather(self, e: int, start: int, T: int) -> dict[str, Any]:
+        d = self.demos
+        n, o = int(d.lengths[e]), int(d.offsets[e])
+        t = start + np.arange(T)  # (T,) step within the episode
+        mask = t < n  # (T,)
+        rows = o + np.minimum(t, n - 1)  # (T,) past the end: repeat the last frame
+        item: dict[str, Any] = {"obs": {k: torch.from_numpy(v[rows]) for k, v in d.obs.items()}}
+        if self.action_horizon == 0:
+            item["actions"] = torch.from_numpy(d.actions[rows])  # (T, A)
+        else:
+            tk = t[:, None] + np.arange(self.action_horizon)  # (T, K)
+            item["actions"] = torch.from_numpy(d.actions[o + np.minimum(tk, n - 1)])  # (T, K, A)
+            item["action_mask"] = torch.from_numpy((tk < n) & mask[:, None])  # (T, K)
+        item["mask"] = torch.from_numpy(mask)
+        item["is_first"] = torch.from_numpy(t == 0)
+        item["demo"] = torch.tensor(e, dtype=torch.int64)
+        item["start"] = torch.tensor(start, dtype=torch.int64)
+        return item
+
+
+class WindowDataset(_DemoSamples):
+    """Every T-step window `[t, t + T)` inside one episode (see the module docstring for keys).
+
+    `is_first[0]` is True only when the window starts at the episode's first step. A window
+    that starts mid-episode has no earlier memory to carry, so a model unrolled over it starts
+    from its initial memory (`init_memory`) at position 0 all the same: the reset mask for
+    unrolling is `is_first | (arange(T) == 0)`, and `is_first[:, 0] == False` says that this
+    start is a truncation (as in truncated BPTT without burn-in), not a true episode start.
+    The memory therefore learns to help within T steps; for longer dependencies use
+    `EpisodeDataset`.
+    """
+
+    def __init__(
+        self, demos: Demos, *, window: int, pad_end: bool = True, action_horizon: int = 0
+    ) -> None:
+        super().__init__(demos, action_horizon=action_horizon)
+        self.window = window
+        starts = [
+            np.stack([np.full(m, e), np.arange(m)], axis=1)
+            for e, n in enumerate(demos.lengths)
+            if (m := int(n) if pad_end else int(n) - window + 1) > 0
+        ]
+        if not starts:
+            raise DatasetError(
+                f"{demos.path}: no full {window}-step window fits in any demo (longest has {int(demos.lengths.max())} "
+                "steps); lower window or set pad_end=True"
+            )
+        self.index = np.concatenate(starts).astype(np.int64)  # (M, 2) rows of (demo, start)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        e, start = self.index[i]
+        return self._gather(int(e), int(start), self.window)
+
+
+class EpisodeDataset(_DemoSamples):
+    """Whole episodes from step 0, padded to `max_len` (default: the longest in `demos`) with
+    mask False, so one batch holds cue and decision of a memory task. `is_first[0]` is True."""
+
+    def __init__(
+        self, demos: Demos, *, action_horizon: int = 0, max_len: int | None = None
+    ) -> None:
+        super().__init__(demos, action_horizon=action_horizon)
+        longest = int(demos.lengths.max())
+        self.max_len = longest if max_len is None else max_len
+        if self.max_len < longest:
+            e = int(demos.lengths.argmax())
+            raise DatasetError(
+                f"{_where(demos.path, demos.names[e])}: {longest} steps exceed max_len={max_len}; raise max_len"
+            )
+
+    def __len__(self) -> int:
+        return len(self.demos.names)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self._gather(i, 0, self.max_len)
+
+
+def make_dataset(cfg: DataConfig, demos: Demos | None = None) -> WindowDataset | EpisodeDataset:
+    """The dataset `cfg` describes (loading `cfg.path` / `cfg.split` unless `demos` is given).
+    Checks that `cfg.crop_size` fits every image key."""
+    demos = demos if demos is not None else load_demos(cfg.path, cfg.obs_keys, cfg.split)
+    if cfg.augment == "crop":
+        for k, s in demos.obs_shapes.items():
+            if is_image_key(k) and cfg.crop_size > min(s[0], s[1]):
+                raise DatasetError(
+                    f"{_where(demos.path, None, k)}: crop_size={cfg.crop_size} exceeds the {s[0]}x{s[1]} images; lower crop_size"
+                )
+    if cfg.mode == "episode":
+        return EpisodeDataset(demos, action_horizon=cfg.action_horizon)
+    return WindowDataset(
+        demos, window=cfg.window, pad_end=cfg.pad_end, action_horizon=cfg.action_horizon
+    )
+
+
+# --------------------------------------------------------------------------- sampling / DDP
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Endless batches that are a pure function of (seed, step): resume-exact and DDP-ready.
+
+    Step s takes the global batch `world_size * batch_size` positions `[s*G, (s+1)*G)` of an
+    endless sequence of per-epoch permutations (epoch e shuffled by seed + e, no replacement
+    within an epoch); rank r gets the r-th contiguous slice of it. So ranks see disjoint
+    samples, their mean gradient equals the single-process gradient of the same global batch,
+    and `start_step` resumes the exact sequence without saving sampler state. Use as
+    `DataLoader(ds, batch_sampler=StepBatchSampler(len(ds), B, rank=r, world_size=w,
+    start_step=step))` and stop after the wanted number of steps.
+
+    For a finite pass over a validation set under DDP, torch's
+    `DistributedSampler(ds, num_replicas=w, rank=r, shuffle=False)` is the right tool (it pads
+    with repeats so every rank has the same count; de-duplicate with `demo`/`start` if exact
+    numbers matter).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        start_step: int = 0,
+    ) -> None:
+        if n < 1 or batch_size < 1:
+            raise ValueError(
+                f"StepBatchSampler needs n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}"
+            )
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+        self.n, self.batch_size, self.rank, self.world_size = n, batch_size, rank, world_size
+        self.seed, self.start_step = seed, start_step
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng((self.seed, epoch)).permutation(self.n)}
+        return self._perms[epoch]
+
+    def batch(self, step: int) -> list[int]:
+        """This rank's indices at `step`."""
+        G = self.batch_size * self.world_size
+        pos = (
+            step * G + self.rank * self.batch_size + np.arange(self.batch_size)
+        )  # (B,) global positions
+        return [int(self._perm(int(p // self.n))[p % self.n]) for p in pos]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start_step
+        while True:
+            yield self.batch(step)
+            step += 1

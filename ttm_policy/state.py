@@ -1,0 +1,33 @@
+"""Helpers for the explicit recurrent state every temporal core passes around.
+
+A state is a tensor (the TTM's memory, (B, M, D)) or a tuple of batch-first tensors (the
+LSTM's `(h, c)`, the Transformer's KV cache). Keeping it explicit is what lets the policy
+reset single envs, the trainer truncate gradients, and the exporter make it a graph input.
+"""
+
+from __future__ import annotations
+
+import torch
+
+State = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def where_reset(mask: torch.Tensor, init: State, state: State) -> State:
+    """Per sample: `init` where mask (B,) is True, else `state`."""
+    if isinstance(state, torch.Tensor):
+        return torch.where(mask.view(-1, *[1] * (state.dim() - 1)), init, state)
+    return tuple(where_reset(mask, i, s) for i, s in zip(init, state))
+
+
+def detach(state: State) -> State:
+    """Cut gradients through the state (truncated BPTT)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    return tuple(s.detach() for s in state)
+
+
+def num_bytes(state: State) -> int:
+    """Bytes the state holds: what a robot keeps between control steps."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    return sum(num_bytes(s) for s in state)

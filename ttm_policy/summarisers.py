@@ -1,0 +1,119 @@
+"""Token summarisers: turn S tokens into K tokens (the TTM's read and write).
+
+Dimensions: B batch, S tokens in, K tokens out, D width, W write heads (add-erase).
+
+Each summariser returns `(out, weights)`: `out` (B, K, D) and, where the summary is a
+weighted sum of the input tokens, `weights` (B, K, S) whose rows sum to 1 (None otherwise).
+The weights are what memory introspection draws: which tokens were read / written when.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TokenLearner(nn.Module):
+    """TokenLearner v1.1 (Ryoo et al. 2021; scenic `TokenLearnerModuleV11`), `tl`.
+
+    LayerNorm, an MLP with a small bottleneck gives K scores per token, softmax over the S
+    tokens, each output token is the weighted sum of the (un-normalised) input tokens.
+    """
+
+    def __init__(self, *, dim: int, num_tokens: int, bottleneck: int = 64, dropout: float = 0.0):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(  # bottleneck 64: the official default
+            nn.Linear(dim, bottleneck),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(bottleneck, num_tokens),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.mlp(self.norm(x)).transpose(1, 2)  # (B, K, S)
+        weights = scores.float().softmax(dim=-1).to(x.dtype)  # softmax over the S input tokens
+        return weights @ x, weights  # (B, K, D), (B, K, S)
+
+
+class TokenLearnerMHA(nn.Module):
+    """`tl-mha`: K learned queries attend over the S tokens (scenic `TokenLearnerMHA`)."""
+
+    def __init__(self, *, dim: int, num_tokens: int, heads: int = 8):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(num_tokens, dim) * 0.02)  # BERT-style init
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.queries.expand(x.shape[0], -1, -1)  # (B, K, D)
+        out, weights = self.attn(q, x, x, need_weights=True, average_attn_weights=True)
+        return out, weights  # (B, K, D), (B, K, S) averaged over heads
+
+
+class LinearSummariser(nn.Module):
+    """`linear` ablation: a learned, input-independent mixing matrix over a fixed S."""
+
+    def __init__(self, *, num_in: int, num_tokens: int):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(num_tokens, num_in))  # starts as a uniform average
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.shape[1] != self.logits.shape[1]:
+            raise ValueError(
+                f"linear summariser expects {self.logits.shape[1]} tokens, got {x.shape[1]}"
+            )
+        weights = self.logits.softmax(-1).to(x.dtype).expand(x.shape[0], -1, -1)  # (B, K, S)
+        return weights @ x, weights
+
+
+class PoolSummariser(nn.Module):
+    """`pool` ablation: parameter-free average pooling of the S tokens into K groups."""
+
+    def __init__(self, *, num_tokens: int):
+        super().__init__()
+        self.num_tokens = num_tokens
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        out = F.adaptive_avg_pool1d(x.transpose(1, 2), self.num_tokens).transpose(1, 2)  # (B, K, D)
+        return out, None
+
+
+class AddEraseWrite(nn.Module):
+    """`add-erase`: NTM-style write (scenic `TokenAddEraseWrite`).
+
+    W write heads each pick memory slots (softmax over M from the memory itself) and carry an
+    erase vector e and an add vector a derived from the control tokens (the processing
+    unit's outputs): memory <- memory * prod_w(1 - s_w e_w) + sum_w s_w a_w.
+
+    Departures from the official module, both deliberate: (1) the add term is
+    `sum_w s_w a_w` as in the Neural Turing Machine; the official code adds
+    `mean_w(1 - s_w a_w)`, which adds a constant 1 to every slot each step and lets memory
+    grow without bound. (2) The W erase/add tokens come from a TokenLearner over the control
+    tokens instead of an MLP over the token axis, so any number of control tokens works.
+    The erase vector goes through a sigmoid so it stays in [0, 1] as in the NTM.
+    """
+
+    def __init__(self, *, dim: int, heads: int = 8, bottleneck: int = 64):
+        super().__init__()
+        self.select = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, bottleneck), nn.GELU(), nn.Linear(bottleneck, heads)
+        )
+        self.erase_tokens = TokenLearner(dim=dim, num_tokens=heads, bottleneck=bottleneck)
+        self.add_tokens = TokenLearner(dim=dim, num_tokens=heads, bottleneck=bottleneck)
+        self.erase = nn.Sequential(
+            nn.Linear(dim, bottleneck), nn.GELU(), nn.Linear(bottleneck, dim)
+        )
+        self.add = nn.Sequential(nn.Linear(dim, bottleneck), nn.GELU(), nn.Linear(bottleneck, dim))
+
+    def forward(
+        self, memory: torch.Tensor, control: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        select = (
+            self.select(memory).transpose(1, 2).float().softmax(-1).to(memory.dtype)
+        )  # (B, W, M)
+        e = torch.sigmoid(self.erase(self.erase_tokens(control)[0]))  # (B, W, D)
+        a = self.add(self.add_tokens(control)[0])  # (B, W, D)
+        keep = (1 - select.unsqueeze(-1) * e.unsqueeze(2)).prod(dim=1)  # (B, M, D)
+        added = torch.einsum("bwm,bwd->bmd", select, a)  # (B, M, D)
+        return memory * keep + added, select

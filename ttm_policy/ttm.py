@@ -1,0 +1,264 @@
+"""Token Turing Machine (Ryoo et al., CVPR 2023, arXiv 2211.09119) in PyTorch.
+
+Dimensions: B batch, T time steps, N input tokens per step, M memory tokens, R read tokens,
+D width.
+
+One step (paper Fig. 2, scenic `TokenTuringMachineUnit`):
+    read:    z = summarise_R([memory ‖ inputs] + pos)          (B, R, D)
+    process: o = processing_unit(z)                            (B, R, D)
+    write:   memory' = summarise_M([memory ‖ o ‖ inputs] + pos) (B, M, D)
+The streaming form `step(tokens, memory)` and the sequence form `forward(tokens_seq)` share
+this one function, so they agree to float tolerance by construction (and by test).
+
+Where this departs from the official module, it says so next to the code:
+- position embeddings are on by default (the official flag `use_positional_embedding`
+  defaults to False, the paper describes them); they are factored per segment (memory
+  slots, output slots, inputs) so any number of input tokens works;
+- the write concatenates [memory ‖ outputs ‖ inputs] (the official code orders
+  [memory ‖ inputs ‖ outputs]; with position embeddings the order carries no meaning);
+- the add-erase write fixes the official add term (see `summarisers.AddEraseWrite`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ttm_policy.processing import MixerUnit, MLPUnit, TransformerUnit
+from ttm_policy.state import detach, where_reset
+from ttm_policy.summarisers import (
+    AddEraseWrite,
+    LinearSummariser,
+    PoolSummariser,
+    TokenLearner,
+    TokenLearnerMHA,
+)
+
+Summariser = Literal["tl", "tl-mha", "add-erase", "linear", "pool"]
+ProcessingUnit = Literal["transformer", "mixer", "mlp"]
+
+
+@dataclass
+class TTMConfig:
+    dim: int = 128
+    """D: token width, shared with the tokenizer."""
+    memory_tokens: int = 64
+    """M: memory size; 64 is the official default."""
+    read_tokens: int = 8
+    """R: tokens the processing unit sees per step; 8 is the official default."""
+    input_tokens: int | None = None
+    """N, if fixed: gives each input position its own embedding (needed by `linear`)."""
+    summariser: Summariser = "tl"
+    """Read/write summariser. `add-erase` reads with `tl` and writes NTM-style (official TL-AddErase)."""
+    processing_unit: ProcessingUnit = "transformer"
+    """What processes the R read tokens; the official default is a Transformer."""
+    layers: int = 4
+    """Processing-unit depth; the official encoder passes 4."""
+    heads: int = 8
+    """Attention heads (official 12; 8 divides the widths we use)."""
+    mlp_dim: int = 512
+    """Hidden width of the processing unit's MLPs; the official default."""
+    bottleneck: int = 64
+    """TokenLearner MLP bottleneck; the official default."""
+    dropout: float = 0.0
+    """Dropout inside the processing unit and summarisers; official default 0."""
+    memory_init: Literal["zeros", "learned"] = "zeros"
+    """Initial memory: zeros as the official module (see README for the measurement)."""
+    memoryless: bool = False
+    """Paper ablation: read from the inputs only, keep no memory."""
+    position_embeddings: bool = True
+    """Learned embeddings that tell memory, output and input tokens apart."""
+
+    def __post_init__(self):
+        for name in ("dim", "memory_tokens", "read_tokens", "layers", "heads", "mlp_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TTMConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.dim % self.heads:
+            raise ValueError(f"TTMConfig.dim={self.dim} must be divisible by heads={self.heads}")
+        if self.summariser == "linear" and self.input_tokens is None:
+            raise ValueError(
+                "TTMConfig(summariser='linear') needs input_tokens=N (a fixed token count)"
+            )
+        if self.summariser not in Summariser.__args__:
+            raise ValueError(
+                f"unknown summariser {self.summariser!r}; choose from {Summariser.__args__}"
+            )
+        if self.processing_unit not in ProcessingUnit.__args__:
+            raise ValueError(
+                f"unknown processing_unit {self.processing_unit!r}; choose from {ProcessingUnit.__args__}"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _make_summariser(cfg: TTMConfig, num_in: int | None, num_out: int) -> nn.Module:
+    kind = "tl" if cfg.summariser == "add-erase" else cfg.summariser
+    if kind == "tl":
+        return TokenLearner(
+            dim=cfg.dim, num_tokens=num_out, bottleneck=cfg.bottleneck, dropout=cfg.dropout
+        )
+    if kind == "tl-mha":
+        return TokenLearnerMHA(dim=cfg.dim, num_tokens=num_out, heads=cfg.heads)
+    if kind == "linear":
+        return LinearSummariser(num_in=num_in, num_tokens=num_out)
+    return PoolSummariser(num_tokens=num_out)
+
+
+class TokenTuringMachine(nn.Module):
+    """A TTM with explicit memory: `step(tokens, memory) -> (out, memory)`."""
+
+    def __init__(self, cfg: TTMConfig):
+        super().__init__()
+        self.cfg = cfg
+        D, M, R, N = cfg.dim, cfg.memory_tokens, cfg.read_tokens, cfg.input_tokens
+        self.out_tokens = R
+        M_eff = 0 if cfg.memoryless else M
+
+        def emb(n: int) -> nn.Parameter:  # BERT-style N(0, 0.02) init, as scenic AddPositionEmbs
+            return nn.Parameter(
+                torch.randn(n, D) * 0.02 if cfg.position_embeddings else torch.zeros(n, D),
+                requires_grad=cfg.position_embeddings,
+            )
+
+        # Read: [memory ‖ inputs] -> R tokens.
+        self.read_memory_pos = emb(M_eff)
+        self.read_input_pos = emb(N or 1)
+        self.read = _make_summariser(cfg, None if N is None else M_eff + N, R)
+
+        if cfg.processing_unit == "transformer":
+            self.process = TransformerUnit(
+                dim=D, layers=cfg.layers, heads=cfg.heads, mlp_dim=cfg.mlp_dim, dropout=cfg.dropout
+            )
+        elif cfg.processing_unit == "mixer":
+            self.process = MixerUnit(
+                dim=D, tokens=R, layers=cfg.layers, mlp_dim=cfg.mlp_dim, dropout=cfg.dropout
+            )
+        else:
+            self.process = MLPUnit(
+                dim=D, layers=cfg.layers, mlp_dim=cfg.mlp_dim, dropout=cfg.dropout
+            )
+
+        # Write: [memory ‖ outputs ‖ inputs] -> M tokens.
+        if not cfg.memoryless:
+            self.write_memory_pos = emb(M)
+            self.write_output_pos = emb(R)
+            self.write_input_pos = emb(N or 1)
+            if cfg.summariser == "add-erase":
+                self.write = AddEraseWrite(dim=D, heads=R, bottleneck=cfg.bottleneck)
+            else:
+                self.write = _make_summariser(cfg, None if N is None else M + R + N, M)
+            if cfg.memory_init == "learned":
+                self.memory_init = nn.Parameter(torch.randn(M, D) * 0.02)
+
+    # ---------------------------------------------------------------- memory
+
+    @property
+    def memory_shape(self) -> tuple[int, int]:
+        """(M, D) of one sample's memory; M = 0 for the memory-less variant."""
+        return (0 if self.cfg.memoryless else self.cfg.memory_tokens, self.cfg.dim)
+
+    def init_memory(self, batch_size: int, device=None, dtype=None) -> torch.Tensor:
+        """The memory every episode starts from: (B, M, D)."""
+        ref = self.read_input_pos
+        device = device or ref.device
+        dtype = dtype or ref.dtype
+        if self.cfg.memoryless or self.cfg.memory_init == "zeros":
+            return torch.zeros(batch_size, *self.memory_shape, device=device, dtype=dtype)
+        return self.memory_init.to(device=device, dtype=dtype).expand(batch_size, -1, -1).clone()
+
+    def reset_memory(self, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Samples where mask (B,) is True start a new episode: their memory becomes initial."""
+        return where_reset(
+            mask, self.init_memory(memory.shape[0], memory.device, memory.dtype), memory
+        )
+
+    # ---------------------------------------------------------------- one step
+
+    def _check(self, tokens: torch.Tensor, memory: torch.Tensor) -> None:
+        D, N = self.cfg.dim, self.cfg.input_tokens
+        if tokens.ndim != 3 or tokens.shape[-1] != D or (N is not None and tokens.shape[1] != N):
+            raise ValueError(
+                f"tokens must have shape (B, {N or 'N'}, {D}), got {tuple(tokens.shape)}"
+            )
+        expected = (tokens.shape[0], *self.memory_shape)
+        if tuple(memory.shape) != expected:
+            raise ValueError(
+                f"memory must have shape {expected} (B, M, D), got {tuple(memory.shape)}"
+            )
+
+    def step_with_weights(
+        self, tokens: torch.Tensor, memory: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor | None]]:
+        """One step, also returning the read/write summariser weights for introspection.
+
+        tokens (B, N, D), memory (B, M, D) -> out (B, R, D), memory (B, M, D), weights with
+        `read` (B, R, M+N) and `write` (B, M, M+R+N) (or (B, R, M) selections for add-erase).
+        """
+        self._check(tokens, memory)
+        N = tokens.shape[1]
+        inp_read = (
+            tokens + self.read_input_pos[:N]
+            if self.cfg.input_tokens
+            else tokens + self.read_input_pos
+        )
+        if self.cfg.memoryless:
+            read_in = inp_read  # (B, N, D)
+        else:
+            read_in = torch.cat([memory + self.read_memory_pos, inp_read], dim=1)  # (B, M+N, D)
+        z, read_w = self.read(read_in)  # (B, R, D)
+        out = self.process(z)  # (B, R, D)
+        if self.cfg.memoryless:
+            return out, memory, {"read": read_w, "write": None}
+        if self.cfg.summariser == "add-erase":
+            new_memory, write_w = self.write(memory, out)  # (B, M, D)
+        else:
+            inp_write = (
+                tokens + self.write_input_pos[:N]
+                if self.cfg.input_tokens
+                else tokens + self.write_input_pos
+            )
+            write_in = torch.cat(
+                [memory + self.write_memory_pos, out + self.write_output_pos, inp_write], dim=1
+            )  # (B, M+R+N, D)
+            new_memory, write_w = self.write(write_in)  # (B, M, D)
+        return out, new_memory, {"read": read_w, "write": write_w}
+
+    def step(self, tokens: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Streaming form: tokens (B, N, D), memory (B, M, D) -> out (B, R, D), memory (B, M, D)."""
+        out, memory, _ = self.step_with_weights(tokens, memory)
+        return out, memory
+
+    # ---------------------------------------------------------------- sequence
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        reset: torch.Tensor | None = None,
+        bptt: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sequence form: tokens (B, T, N, D) -> outs (B, T, R, D), final memory (B, M, D).
+
+        reset (B, T) bool: where True, memory returns to `init_memory` before that step (an
+        episode starts inside the window). bptt: cut gradients through memory every `bptt`
+        steps (truncated back-propagation through time).
+        """
+        if tokens.ndim != 4:
+            raise ValueError(f"tokens must have shape (B, T, N, D), got {tuple(tokens.shape)}")
+        B, T = tokens.shape[:2]
+        memory = self.init_memory(B, tokens.device, tokens.dtype) if memory is None else memory
+        if reset is not None and tuple(reset.shape) != (B, T):
+            raise ValueError(f"reset must have shape (B, T) = {(B, T)}, got {tuple(reset.shape)}")
+        outs = []
+        for t in range(T):
+            if reset is not None:
+                memory = self.reset_memory(memory, reset[:, t])
+            if bptt and t > 0 and t % bptt == 0:
+                memory = detach(memory)
+            out, memory = self.step(tokens[:, t], memory)
+            outs.append(out)
+        return torch.stack(outs, dim=1), memory  # (B, T, R, D), (B, M, D)
