@@ -1,0 +1,251 @@
+"""`ttm-bench`: benchmarks that print tables and write JSON (and PNG plots) into `--out`.
+
+Subcommands:
+  step-latency  time per streaming step at batch 1 against history length, per temporal core
+  recall        memory-initialisation study on the synthetic recall task (zeros vs learned)
+
+Benchmarks report medians and ratios; nothing here asserts a speed (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import tyro
+from tqdm import tqdm
+
+from ttm_policy import (
+    CausalTransformerConfig,
+    CausalTransformerCore,
+    LSTMConfig,
+    LSTMCore,
+    TokenTuringMachine,
+    TTMConfig,
+)
+from ttm_policy.state import num_bytes
+
+
+def _machine() -> dict:
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _write(out: Path, name: str, payload: dict) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+# ----------------------------------------------------------------------------- step latency
+
+
+def make_cores(dim: int, tokens: int, layers: int, window: int) -> dict[str, torch.nn.Module]:
+    """The four cores at equal width and depth, as `step-latency` compares them."""
+    heads, mlp_dim = 8, 4 * dim
+    tf = dict(dim=dim, input_tokens=tokens, layers=layers, heads=heads, mlp_dim=mlp_dim)
+    return {
+        "ttm": TokenTuringMachine(
+            TTMConfig(dim=dim, input_tokens=tokens, layers=layers, heads=heads, mlp_dim=mlp_dim)
+        ),
+        f"transformer-window{window}": CausalTransformerCore(
+            CausalTransformerConfig(window=window, **tf)
+        ),
+        "transformer-full": CausalTransformerCore(CausalTransformerConfig(window=None, **tf)),
+        "lstm": LSTMCore(LSTMConfig(dim=dim, input_tokens=tokens)),
+    }
+
+
+@torch.no_grad()
+def time_step(core, history: int, tokens: int, dim: int, repeats: int, chunk: int = 32) -> dict:
+    """Median seconds of one `step` at batch 1 after `history` earlier steps, and state bytes."""
+    state = core.init_memory(1)
+    done = 0
+    while done < history:  # build the real state by streaming the history in chunks
+        n = min(chunk, history - done)
+        _, state = core(torch.randn(1, n, tokens, dim), state)
+        done += n
+    x = torch.randn(1, tokens, dim)
+    for _ in range(3):
+        core.step(x, state)  # warm-up; the state is not advanced
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        core.step(x, state)
+        times.append(time.perf_counter() - t0)
+    return {
+        "median_ms": 1e3 * statistics.median(times),
+        "p90_ms": 1e3 * sorted(times)[int(0.9 * repeats)],
+        "state_bytes": num_bytes(state),
+    }
+
+
+@dataclass
+class StepLatency:
+    """Time per streaming step at batch 1 on CPU against history length, per temporal core."""
+
+    histories: tuple[int, ...] = (1, 16, 64, 256, 1024)
+    """Steps already seen when the timed step runs."""
+    dim: int = 128
+    """D, equal for every core."""
+    tokens: int = 16
+    """N tokens per step (e.g. two cameras x 8 TokenLearner tokens)."""
+    layers: int = 4
+    """Depth of the TTM's processing unit and of the Transformers."""
+    window: int = 6
+    """K steps of the windowed Transformer (RT-1 uses 6)."""
+    repeats: int = 50
+    """Timed steps per point; the median is reported."""
+    threads: int = 1
+    """torch intra-op threads (1: the steadiest latency on a shared CPU)."""
+    out: Path = Path("runs/bench")
+    """Where step_latency.json and step_latency.png go."""
+
+    def run(self) -> dict:
+        torch.manual_seed(0)
+        torch.set_num_threads(self.threads)
+        cores = make_cores(self.dim, self.tokens, self.layers, self.window)
+        results: dict[str, dict[int, dict]] = {name: {} for name in cores}
+        jobs = [(n, h) for n in cores for h in self.histories]
+        for name, h in tqdm(jobs, desc="step-latency", unit="point"):
+            results[name][h] = time_step(cores[name].eval(), h, self.tokens, self.dim, self.repeats)
+        base = 16 if 16 in self.histories else self.histories[0]
+        ratios = {
+            name: {h: r[h]["median_ms"] / r[base]["median_ms"] for h in self.histories}
+            for name, r in results.items()
+        }
+        payload = {
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()},
+            "machine": _machine(),
+            "base_history": base,
+            "results": results,
+            "ratio_to_base": ratios,
+        }
+        path = _write(self.out, "step_latency", payload)
+        self._print(results, ratios, base)
+        self._plot(results, self.out / "step_latency.png")
+        print(f"wrote {path} and {self.out / 'step_latency.png'}")
+        return payload
+
+    def _print(self, results, ratios, base) -> None:
+        hs = self.histories
+        print(
+            f"\nms per streaming step, batch 1, D={self.dim}, N={self.tokens}, "
+            f"{self.layers} layers, {self.threads} thread(s) (median of {self.repeats})"
+        )
+        print(
+            f"{'core':<22}"
+            + "".join(f"{'h=' + str(h):>10}" for h in hs)
+            + "".join(f"{f'x{h}/{base}':>11}" for h in hs if h > base)
+            + f"{'state@' + str(hs[-1]):>14}"
+        )
+        for name, r in results.items():
+            row = f"{name:<22}" + "".join(f"{r[h]['median_ms']:>10.3f}" for h in hs)
+            row += "".join(f"{ratios[name][h]:>11.2f}" for h in hs if h > base)
+            row += f"{r[hs[-1]]['state_bytes'] / 1024:>12.0f}KB"
+            print(row)
+
+    def _plot(self, results, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+        for name, r in results.items():
+            hs = sorted(r)
+            ax1.plot(hs, [r[h]["median_ms"] for h in hs], marker="o", label=name)
+            ax2.plot(hs, [r[h]["state_bytes"] / 1024 for h in hs], marker="o", label=name)
+        for ax, ylabel in ((ax1, "ms per step (median)"), (ax2, "state held (KiB)")):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("history length (steps)")
+            ax.set_ylabel(ylabel)
+            ax.grid(True, which="both", alpha=0.3)
+        ax1.legend()
+        fig.suptitle(f"Streaming step at batch 1 on CPU (D={self.dim}, N={self.tokens})")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- recall study
+
+
+@dataclass
+class Recall:
+    """Iterations to solve the synthetic recall task, zeros vs learned initial memory."""
+
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    """One training run per seed and initialisation."""
+    steps: int = 30
+    """T: distance from the cue to the answer."""
+    max_iters: int = 400
+    """Budget per run."""
+    out: Path = Path("runs/bench")
+    """Where recall.json goes."""
+    extra: dict = field(default_factory=dict)
+    """Extra TTMConfig overrides applied to both arms, e.g. {"summariser": "tl-mha"}."""
+
+    def run(self) -> dict:
+        from eval.recall import RecallConfig, small_ttm, train_recall
+
+        torch.set_num_threads(1)
+        cfg = RecallConfig(steps=self.steps, max_iters=self.max_iters)
+        runs = []
+        jobs = [(init, s) for init in ("zeros", "learned") for s in self.seeds]
+        for init, seed in tqdm(jobs, desc="recall", unit="run"):
+            torch.manual_seed(seed)
+            r = train_recall(small_ttm(cfg.dim, memory_init=init, **self.extra), cfg, seed=seed)
+            runs.append({"memory_init": init, "seed": seed, **r})
+        print(
+            f"\nrecall task, T={self.steps}, budget {self.max_iters} iterations, target {cfg.target}"
+        )
+        print(f"{'init':<9}{'solved':>8}{'median iters':>14}{'median acc':>12}")
+        summary = {}
+        for init in ("zeros", "learned"):
+            rs = [r for r in runs if r["memory_init"] == init]
+            solved = sum(r["accuracy"] >= cfg.target for r in rs)
+            summary[init] = {
+                "solved": solved,
+                "runs": len(rs),
+                "median_iters": statistics.median(r["iters"] for r in rs),
+                "median_accuracy": statistics.median(r["accuracy"] for r in rs),
+            }
+            s = summary[init]
+            print(
+                f"{init:<9}{solved:>5}/{len(rs):<2}{s['median_iters']:>14}{s['median_accuracy']:>12.3f}"
+            )
+        payload = {
+            "config": {"steps": self.steps, "max_iters": self.max_iters, "extra": self.extra},
+            "machine": _machine(),
+            "summary": summary,
+            "runs": runs,
+        }
+        print(f"wrote {_write(self.out, 'recall', payload)}")
+        return payload
+
+
+Command = (
+    Annotated[StepLatency, tyro.conf.subcommand("step-latency")]
+    | Annotated[Recall, tyro.conf.subcommand("recall")]
+)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return tyro.cli(Command, args=argv).run()
+
+
+if __name__ == "__main__":
+    main()
