@@ -9,6 +9,7 @@ from ttm_policy.baselines import (
     LSTMConfig,
     LSTMCore,
 )
+from ttm_policy.policy import PolicyConfig, TTMPolicy
 from ttm_policy.ttm import TokenTuringMachine, TTMConfig
 
 __version__ = "0.1.0"
@@ -18,7 +19,9 @@ __all__ = [
     "CausalTransformerCore",
     "LSTMConfig",
     "LSTMCore",
+    "PolicyConfig",
     "TTMConfig",
+    "TTMPolicy",
     "TokenTuringMachine",
     "__version__",
 ]

@@ -4,7 +4,7 @@ windowed and full-history causal Transformers)."""
 import pytest
 import torch
 
-from tests.ttm_policy.cores import ALL, RECURRENT, D, N, make_core
+from tests.ttm_policy.cores import ALL, D, N, make_core
 
 
 def stream(core, x, state=None):
