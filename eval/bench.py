@@ -3,6 +3,7 @@
 Subcommands:
   step-latency  time per streaming step at batch 1 against history length, per temporal core
   recall        memory-initialisation study on the synthetic recall task (zeros vs learned)
+  train-throughput  behaviour-cloning samples/s and images/s per temporal core
 
 Benchmarks report medians and ratios; nothing here asserts a speed (the machine is shared).
 """
@@ -29,6 +30,7 @@ from ttm_policy import (
     TokenTuringMachine,
     TTMConfig,
 )
+from ttm_policy.introspect import token_retention
 from ttm_policy.state import num_bytes
 
 
@@ -207,12 +209,27 @@ class Recall:
         jobs = [(init, s) for init in ("zeros", "learned") for s in self.seeds]
         for init, seed in tqdm(jobs, desc="recall", unit="run"):
             torch.manual_seed(seed)
-            r = train_recall(small_ttm(cfg.dim, memory_init=init, **self.extra), cfg, seed=seed)
-            runs.append({"memory_init": init, "seed": seed, **r})
+            ttm = small_ttm(cfg.dim, memory_init=init, **self.extra)
+            probe = torch.randn(64, cfg.steps, cfg.tokens, cfg.dim)
+            before = token_retention(ttm, probe)[-1].item()
+            r = train_recall(ttm, cfg, seed=seed)
+            after = token_retention(ttm, probe)[-1].item()  # the t=0 token, at t=T-1
+            runs.append(
+                {
+                    "memory_init": init,
+                    "seed": seed,
+                    "retention_init": before,
+                    "retention_trained": after,
+                    **r,
+                }
+            )
         print(
             f"\nrecall task, T={self.steps}, budget {self.max_iters} iterations, target {cfg.target}"
         )
-        print(f"{'init':<9}{'solved':>8}{'median iters':>14}{'median acc':>12}")
+        print(
+            f"{'init':<9}{'solved':>8}{'median iters':>14}{'median acc':>12}"
+            f"{'retention@T-1 init':>20}{'trained':>10}"
+        )
         summary = {}
         for init in ("zeros", "learned"):
             rs = [r for r in runs if r["memory_init"] == init]
@@ -237,14 +254,113 @@ class Recall:
         return payload
 
 
+# ----------------------------------------------------------------------------- training throughput
+
+
+@dataclass
+class TrainThroughput:
+    """Samples/s and images/s of behaviour-cloning steps (forward, backward, AdamW) for a
+    policy configuration on real demonstrations (default: the Lift image configuration)."""
+
+    dataset: Path
+    """robomimic-format HDF5 (e.g. the robomimic Lift fixture, or `ttm-collect --task Lift`)."""
+    cores: tuple[str, ...] = ("ttm", "ttm-memoryless", "lstm", "transformer", "none")
+    """Temporal cores to time."""
+    batch_size: int = 16
+    """Sequences per step."""
+    window: int = 10
+    """T steps per sequence."""
+    steps: int = 10
+    """Timed optimiser steps per core (after 2 warm-up steps); the median is reported."""
+    threads: int = 1
+    """torch intra-op threads."""
+    device: str = "cpu"
+    """cpu or cuda (bf16 autocast on cuda, as ttm-train)."""
+    out: Path = Path("runs/bench")
+    """Where train_throughput.json goes."""
+
+    def run(self) -> dict:
+        from train.data import (
+            DataConfig,
+            StepBatchSampler,
+            compute_stats,
+            is_image_key,
+            load_demos,
+            make_dataset,
+        )
+        from train.train import infer_obs_keys
+        from ttm_policy import PolicyConfig, TTMPolicy
+
+        torch.manual_seed(0)
+        torch.set_num_threads(self.threads)
+        keys = infer_obs_keys(self.dataset)
+        demos = load_demos(str(self.dataset), keys, "all")
+        data = make_dataset(
+            DataConfig(path=str(self.dataset), obs_keys=keys, window=self.window, augment="none"),
+            demos,
+        )
+        sampler = StepBatchSampler(len(data), self.batch_size)
+        images = sum(is_image_key(k) for k in keys)
+        size = next((demos.obs_shapes[k][0] for k in keys if is_image_key(k)), 84)
+        device = torch.device(self.device)
+        amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+        results = {}
+        for core in tqdm(self.cores, desc="train-throughput", unit="core"):
+            cfg = PolicyConfig(obs_keys=keys, image_size=size, crop_size=min(76, size), core=core)
+            policy = TTMPolicy(cfg, compute_stats(demos)).to(device).train()
+            opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
+            times = []
+            for i in range(self.steps + 2):
+                batch = torch.utils.data.default_collate([data[j] for j in sampler.batch(i)])
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                with amp:
+                    loss, _ = policy(batch)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+            dt = statistics.median(times[2:])
+            results[core] = {
+                "parameters": policy.num_parameters(),
+                "median_step_s": dt,
+                "samples_per_s": self.batch_size / dt,
+                "frames_per_s": self.batch_size * self.window / dt,
+                "images_per_s": self.batch_size * self.window * images / dt,
+            }
+        print(
+            f"\nBC training throughput on {self.device}, batch {self.batch_size} x T={self.window}, "
+            f"{images} camera(s) {size}px, {self.threads} thread(s) (median of {self.steps} steps)"
+        )
+        print(
+            f"{'core':<16}{'params':>10}{'s/step':>9}{'samples/s':>11}{'frames/s':>10}{'images/s':>10}"
+        )
+        for core, r in results.items():
+            print(
+                f"{core:<16}{r['parameters'] / 1e6:>9.2f}M{r['median_step_s']:>9.3f}{r['samples_per_s']:>11.1f}"
+                f"{r['frames_per_s']:>10.1f}{r['images_per_s']:>10.1f}"
+            )
+        payload = {
+            "config": {k: str(v) for k, v in asdict(self).items()},
+            "machine": _machine(),
+            "results": results,
+        }
+        print(f"wrote {_write(self.out, 'train_throughput', payload)}")
+        return payload
+
+
 Command = (
     Annotated[StepLatency, tyro.conf.subcommand("step-latency")]
     | Annotated[Recall, tyro.conf.subcommand("recall")]
+    | Annotated[TrainThroughput, tyro.conf.subcommand("train-throughput")]
 )
 
 
-def main(argv: list[str] | None = None) -> dict:
-    return tyro.cli(Command, args=argv).run()
+def main(argv: list[str] | None = None) -> None:
+    tyro.cli(Command, args=argv).run()
 
 
 if __name__ == "__main__":

@@ -254,3 +254,25 @@ def test_cli_errors(demos, tmp_path):
         1,
     )
     assert r.returncode == 2 and "nope_key" in r.stderr
+
+
+def test_ema_checkpoint_and_wandb_offline(demos, tmp_path):
+    cfg = TrainConfig(
+        dataset=demos,
+        out=tmp_path / "run",
+        steps=3,
+        batch_size=2,
+        window=4,
+        ema=0.5,
+        save_every=3,
+        log_every=1,
+        valid_every=0,
+        wandb="offline",
+        threads=1,
+    )
+    train(tiny(cfg))
+    last = cfg.out / "checkpoints" / "last"
+    ema, raw = load_file(last / "model.safetensors"), load_file(last / "train_model.safetensors")
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema if ema[k].is_floating_point())
+    TTMPolicy.from_pretrained(last)  # what users load: the EMA weights
+    assert list((cfg.out / "wandb").glob("offline-run-*")), "no offline wandb run written"

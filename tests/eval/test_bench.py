@@ -1,0 +1,79 @@
+"""Smoke runs of `ttm-bench` subcommands on tiny budgets: tables, JSON and plots are written."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from eval.bench import main
+
+FIXTURE = (
+    Path(__file__).resolve().parents[3]
+    / "shared"
+    / "fixtures"
+    / "robomimic_lift_image84_3demos.hdf5"
+)
+
+
+def test_step_latency_writes_json_and_plot(tmp_path):
+    main(
+        [
+            "step-latency",
+            "--histories",
+            "1",
+            "8",
+            "--dim",
+            "32",
+            "--tokens",
+            "4",
+            "--layers",
+            "1",
+            "--repeats",
+            "3",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    data = json.loads((tmp_path / "step_latency.json").read_text())
+    assert set(data["results"]) == {"ttm", "transformer-window6", "transformer-full", "lstm"}
+    full = data["results"]["transformer-full"]
+    assert full["8"]["state_bytes"] > full["1"]["state_bytes"]  # the full-history cache grows
+    ttm = data["results"]["ttm"]
+    assert ttm["8"]["state_bytes"] == ttm["1"]["state_bytes"]  # TTM memory is constant
+    assert (tmp_path / "step_latency.png").stat().st_size > 10_000
+
+
+def test_recall_study_writes_json(tmp_path):
+    main(["recall", "--seeds", "0", "--max-iters", "2", "--steps", "5", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "recall.json").read_text())
+    assert {r["memory_init"] for r in data["runs"]} == {"zeros", "learned"}
+    assert all(0 < r["retention_init"] <= 1 for r in data["runs"])
+
+
+def test_train_throughput_on_the_robomimic_fixture(tmp_path):
+    main(
+        [
+            "train-throughput",
+            "--dataset",
+            str(FIXTURE),
+            "--cores",
+            "ttm",
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--window",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    r = json.loads((tmp_path / "train_throughput.json").read_text())["results"]["ttm"]
+    assert r["images_per_s"] == 2 * r["frames_per_s"] > 0  # two cameras
+
+
+def test_console_script_help_and_exit_code():
+    out = subprocess.run(
+        [sys.executable, "-m", "eval.bench", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "step-latency" in out.stdout and "train-throughput" in out.stdout
