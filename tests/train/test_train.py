@@ -62,6 +62,9 @@ def demos(tmp_path_factory) -> Path:
 def run_cli(*args, env=None, torchrun=False, **kw):
     cmd = [sys.executable, "-m", "train.train", *map(str, args)]
     if torchrun:
+        with socket.socket() as sock:  # a free port for the rendezvous
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
         cmd = [
             sys.executable,
             "-m",
@@ -69,7 +72,7 @@ def run_cli(*args, env=None, torchrun=False, **kw):
             "--nproc-per-node",
             "2",
             "--master-port",
-            "29517",
+            str(port),
             "-m",
             "train.train",
             *map(str, args),
