@@ -30,7 +30,7 @@ from ttm_policy import (
     TokenTuringMachine,
     TTMConfig,
 )
-from ttm_policy.introspect import token_retention
+from ttm_policy.introspect import token_influence, token_retention
 from ttm_policy.state import num_bytes
 
 
@@ -212,38 +212,49 @@ class Recall:
             ttm = small_ttm(cfg.dim, memory_init=init, **self.extra)
             probe = torch.randn(64, cfg.steps, cfg.tokens, cfg.dim)
             before = token_retention(ttm, probe)[-1].item()
-            r = train_recall(ttm, cfg, seed=seed)
+            influence_before = token_influence(ttm.eval(), probe)[-1].item()
+            r = train_recall(ttm.train(), cfg, seed=seed)
             after = token_retention(ttm, probe)[-1].item()  # the t=0 token, at t=T-1
+            influence_after = token_influence(ttm.eval(), probe)[-1].item()
             runs.append(
                 {
                     "memory_init": init,
                     "seed": seed,
                     "retention_init": before,
                     "retention_trained": after,
+                    "influence_init": influence_before,
+                    "influence_trained": influence_after,
                     **r,
                 }
             )
         print(
             f"\nrecall task, T={self.steps}, budget {self.max_iters} iterations, target {cfg.target}"
         )
+        metrics = ("retention_init", "retention_trained", "influence_init", "influence_trained")
         print(
             f"{'init':<9}{'solved':>8}{'median iters':>14}{'median acc':>12}"
-            f"{'retention@T-1 init':>20}{'trained':>10}"
+            + "".join(f"{m:>20}" for m in metrics)
         )
         summary = {}
         for init in ("zeros", "learned"):
             rs = [r for r in runs if r["memory_init"] == init]
             solved = sum(r["accuracy"] >= cfg.target for r in rs)
-            summary[init] = {
+            s = {
                 "solved": solved,
                 "runs": len(rs),
                 "median_iters": statistics.median(r["iters"] for r in rs),
                 "median_accuracy": statistics.median(r["accuracy"] for r in rs),
             }
-            s = summary[init]
+            s.update({f"median_{m}": statistics.median(r[m] for r in rs) for m in metrics})
+            summary[init] = s
             print(
                 f"{init:<9}{solved:>5}/{len(rs):<2}{s['median_iters']:>14}{s['median_accuracy']:>12.3f}"
+                + "".join(f"{s['median_' + m]:>20.2e}" for m in metrics)
             )
+        print(
+            "retention: share of the t=0 token still in memory at t=T-1 through the direct write "
+            "path; influence: change of memory at T-1 when that token is nudged, relative to t=0"
+        )
         payload = {
             "config": {"steps": self.steps, "max_iters": self.max_iters, "extra": self.extra},
             "machine": _machine(),

@@ -60,3 +60,30 @@ def token_retention(
         mass = torch.einsum("bij,bj->bi", w[:, t, :, :M], mass)  # carried by the old-memory weights
         curve.append(mass.sum(-1) / first)
     return torch.stack(curve, 1).mean(0)  # (T - step,)
+
+
+@torch.no_grad()
+def token_influence(
+    ttm: TokenTuringMachine, tokens: torch.Tensor, step: int = 0, token: int = 0, eps: float = 1e-3
+) -> torch.Tensor:
+    """How strongly memory k steps later still depends on input `token` at `step`, through
+    every path (copied slot to slot, or read, processed and written back): the change of the
+    memory when that token is nudged by `eps`, relative to the change right after it was
+    written. (T - step,), starting at 1. Works for every summariser.
+    """
+    if ttm.cfg.memoryless:
+        raise ValueError("token_influence: a memory-less TTM has no memory to measure")
+    delta = torch.randn_like(tokens[:, step, token])  # (B, D)
+    nudged = tokens.clone()
+    nudged[:, step, token] += eps * delta / delta.norm(dim=-1, keepdim=True)
+    B, T = tokens.shape[:2]
+    m1 = ttm.init_memory(B, tokens.device, tokens.dtype)
+    m2 = m1.clone()
+    change = []
+    for t in range(T):
+        _, m1 = ttm.step(tokens[:, t], m1)
+        _, m2 = ttm.step(nudged[:, t], m2)
+        if t >= step:
+            change.append((m2 - m1).flatten(1).norm(dim=1))  # (B,)
+    change = torch.stack(change, 1)  # (B, T - step)
+    return (change / change[:, :1].clamp_min(1e-12)).mean(0)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ttm_policy import TokenTuringMachine, TTMConfig
-from ttm_policy.introspect import token_retention, trace
+from ttm_policy.introspect import token_influence, token_retention, trace
 
 D, N, M, R, T = 32, 4, 16, 8, 20
 
@@ -37,3 +37,13 @@ def test_untrained_write_forgets_geometrically():
 def test_retention_rejects_writes_that_are_not_weighted_sums():
     with pytest.raises(ValueError, match="add-erase"):
         token_retention(ttm(summariser="add-erase"), torch.randn(1, 3, N, D))
+
+
+@pytest.mark.parametrize("summariser", ["tl", "add-erase", "pool"])
+def test_influence_follows_every_path(summariser):
+    model = ttm(summariser=summariser).eval()
+    curve = token_influence(model, torch.randn(4, T, N, D))
+    assert curve.shape == (T,) and curve[0] == pytest.approx(1.0)
+    assert curve[-1] > 1e-3  # the read -> process -> write loop keeps the token in memory
+    with pytest.raises(ValueError, match="memory-less"):
+        token_influence(ttm(memoryless=True), torch.randn(1, 3, N, D))
