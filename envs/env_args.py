@@ -46,3 +46,16 @@ def make_from_env_args(env_args: str | dict[str, Any], **overrides: Any) -> gym.
         f"env_args type {args['type']!r} is not supported; expected {ROBOSUITE_TYPE} "
         f"(robosuite) or {GYM_TYPE} (gym)"
     )
+
+
+def make_on_egl_device(
+    egl_device: int | None, env_args: str | dict[str, Any], overrides: dict[str, Any]
+) -> gym.Env:
+    """`make_from_env_args` for a vector-env worker: picks the EGL device (one GPU per worker
+    on multi-GPU machines) before the renderer exists. Importing this module loads no torch,
+    so spawned workers start quickly."""
+    if egl_device is not None:
+        import os
+
+        os.environ["MUJOCO_EGL_DEVICE_ID"] = str(egl_device)
+    return make_from_env_args(env_args, **overrides)

@@ -359,6 +359,8 @@ def train(cfg: TrainConfig) -> dict:
                 else:
                     write_policy_files(policy, tmp)
                 save_file(opt_tensors, tmp / "optimizer.safetensors")
+                if demos.env_args:  # the dataset's env, so ttm-eval can re-create it
+                    (tmp / "env_args.json").write_text(json.dumps(demos.env_args, indent=2))
                 save_file(rng, tmp / "rng.safetensors")
                 state = {
                     "step": at,

@@ -1,0 +1,91 @@
+"""ttm-eval on a tiny real checkpoint: consistent eval.json, readable videos, the same
+outcomes for the same seed, and one clear error for a mismatched or corrupt checkpoint."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v2 as imageio
+import pytest
+
+from envs.collect import Args, collect
+from eval.evaluate import EvalConfig, EvalError, evaluate
+from eval.rollout import episode_seed
+from train.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("eval")
+    collect(Args(task="PointCue", out=root / "d.hdf5", episodes=4, seed=0))
+    cfg = TrainConfig(
+        dataset=root / "d.hdf5",
+        out=root / "run",
+        steps=3,
+        batch_size=2,
+        window=4,
+        valid_every=0,
+        threads=1,
+    )
+    cfg.model.dim, cfg.model.ttm.layers, cfg.model.ttm.memory_tokens = 32, 1, 8
+    cfg.model.conv_channels, cfg.model.head_hidden = (8, 8, 16, 16), 32
+    train(cfg)
+    return root / "run" / "checkpoints" / "last"
+
+
+def run(checkpoint, out, **kw):
+    return evaluate(EvalConfig(checkpoint=checkpoint, out=out, max_steps=30, **kw))
+
+
+def test_eval_json_is_consistent_and_videos_play(checkpoint, tmp_path):
+    r = run(checkpoint, tmp_path, episodes=5, envs=2, video=2)
+    data = json.loads((tmp_path / "eval.json").read_text())
+    assert data == json.loads(json.dumps(r))
+    eps = data["per_episode"]
+    assert [e["episode"] for e in eps] == list(range(5))
+    assert [e["seed"] for e in eps] == [episode_seed(0, i) for i in range(5)]
+    assert data["episodes_run"] == 5 and data["successes"] == sum(e["success"] for e in eps)
+    assert data["success_rate"] == data["successes"] / 5
+    lo, hi = data["ci95_wilson"]
+    assert 0 <= lo <= data["success_rate"] <= hi <= 1
+    assert data["lengths"] == [e["length"] for e in eps] and all(
+        1 <= n <= 30 for n in data["lengths"]
+    )
+    assert data["policy_steps_per_s"] > 0 and data["env_steps_per_s"] > 0
+    assert len(data["videos"]) == 2
+    frames = imageio.mimread(data["videos"][0])
+    assert len(frames) == eps[0]["length"] and frames[0].shape == (192, 192, 3)
+
+
+def test_same_seed_same_outcomes(checkpoint, tmp_path):
+    a = run(checkpoint, tmp_path / "a", episodes=4, envs=2, seed=3)["per_episode"]
+    b = run(checkpoint, tmp_path / "b", episodes=4, envs=2, seed=3)["per_episode"]
+    c = run(checkpoint, tmp_path / "c", episodes=4, envs=1, seed=3)["per_episode"]
+    assert a == b
+    assert [(e["seed"], e["length"]) for e in a] == [(e["seed"], e["length"]) for e in c]
+
+
+def test_mismatched_env_fails_at_once(checkpoint, tmp_path):
+    with pytest.raises(EvalError, match="image_size"):
+        run(checkpoint, tmp_path, episodes=1, env_kwargs='{"image_size": 32}')
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_bad_checkpoint_gives_one_clear_line(checkpoint, tmp_path, damage):
+    bad = tmp_path / "ckpt"
+    if damage == "corrupt":
+        shutil.copytree(checkpoint, bad)
+        (bad / "model.safetensors").write_bytes(b"not a safetensors file")
+    r = subprocess.run(
+        [sys.executable, "-m", "eval.evaluate", "--checkpoint", str(bad), "--episodes", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ttm-eval: error:") and str(bad) in lines[0]
