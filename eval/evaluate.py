@@ -135,45 +135,49 @@ def _frame(image: np.ndarray, step: int, success: bool, scale: int = 4) -> np.nd
     return np.asarray(img)
 
 
-def evaluate(cfg: EvalConfig) -> dict[str, Any]:
-    """Run the evaluation; returns (and writes) the eval.json dict."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    policy = TTMPolicy.from_pretrained(cfg.checkpoint, device=cfg.device)
-    env_args = load_env_args(cfg)
-    out = cfg.out or (
-        cfg.checkpoint.parent.parent / "eval"
-        if cfg.checkpoint.parent.name == "checkpoints"
-        else cfg.checkpoint / "eval"
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    n_gpu = torch.cuda.device_count() if cfg.device.startswith("cuda") else 0
+def run_rollouts(
+    policy: TTMPolicy,
+    env_args: dict[str, Any],
+    *,
+    episodes: int,
+    envs: int = 1,
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+    video: int = 0,
+    video_camera: str | None = None,
+    max_steps: int | None = None,
+    out: Path | None = None,
+) -> dict[str, Any]:
+    """Roll `policy` out for `episodes` seeded episodes in `envs` parallel envs built from
+    `env_args`; returns the eval.json dict (videos go to `out` when `video` > 0)."""
+    overrides = overrides or {}
+    n_gpu = torch.cuda.device_count() if policy.device.type == "cuda" else 0
     fns = [
-        functools.partial(make_on_egl_device, i % n_gpu if n_gpu else None, env_args, cfg.overrides)
-        for i in range(cfg.envs)
+        functools.partial(make_on_egl_device, i % n_gpu if n_gpu else None, env_args, overrides)
+        for i in range(envs)
     ]
-    vec_cls = gym.vector.AsyncVectorEnv if cfg.envs > 1 else gym.vector.SyncVectorEnv
+    vec_cls = gym.vector.AsyncVectorEnv if envs > 1 else gym.vector.SyncVectorEnv
     # forkserver: workers fork from a clean server process, never from this one, which may
     # already hold a GL context (a collection run in the same process) or CUDA; a plain fork
     # then hangs the worker's EGL set-up. The server imports our modules once, so workers start fast.
-    kw = {"context": "forkserver"} if cfg.envs > 1 and sys.platform == "linux" else {}
-    E = cfg.envs
+    kw = {"context": "forkserver"} if envs > 1 and sys.platform == "linux" else {}
+    E = envs
     venv = vec_cls(fns, autoreset_mode=gym.vector.AutoresetMode.DISABLED, **kw)
-    camera = cfg.video_camera or (policy.cfg.camera_keys[0] if policy.cfg.camera_keys else None)
+    camera = video_camera or (policy.cfg.camera_keys[0] if policy.cfg.camera_keys else None)
     try:
         # Env slot e runs episodes in the order they are handed out; idle slots run a dummy episode.
-        next_ep = min(E, cfg.episodes)
-        slot_ep = np.array([e if e < cfg.episodes else -1 for e in range(E)])
-        seeds = [episode_seed(cfg.seed, int(i)) if i >= 0 else 0 for i in slot_ep]
+        next_ep = min(E, episodes)
+        slot_ep = np.array([e if e < episodes else -1 for e in range(E)])
+        seeds = [episode_seed(seed, int(i)) if i >= 0 else 0 for i in slot_ep]
         obs, _ = venv.reset(seed=seeds)
         check_compatible(policy, obs, f"env {env_args.get('env_name')}")
         policy.reset()
         ret, length, success = np.zeros(E), np.zeros(E, int), np.zeros(E, bool)
-        frames: dict[int, list[np.ndarray]] = {i: [] for i in range(min(cfg.video, cfg.episodes))}
+        frames: dict[int, list[np.ndarray]] = {i: [] for i in range(min(video, episodes))}
         results: dict[int, dict] = {}
         t0, policy_time, env_steps = time.perf_counter(), 0.0, 0
-        bar = tqdm(total=cfg.episodes, desc="eval", unit="ep", dynamic_ncols=True)
-        while len(results) < cfg.episodes:
+        bar = tqdm(total=episodes, desc="eval", unit="ep", dynamic_ncols=True, leave=False)
+        while len(results) < episodes:
             tp = time.perf_counter()
             actions = policy.select_action(obs)  # (E, A)
             policy_time += time.perf_counter() - tp
@@ -188,8 +192,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
                         _frame(obs[camera][e], int(length[e]), bool(success[e]))
                     )
             done = terminated | truncated
-            if cfg.max_steps:
-                done |= length >= cfg.max_steps
+            if max_steps:
+                done |= length >= max_steps
             if not done.any():
                 continue
             for e in np.flatnonzero(done):
@@ -197,7 +201,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
                     i = int(slot_ep[e])
                     results[i] = {
                         "episode": i,
-                        "seed": episode_seed(cfg.seed, i),
+                        "seed": episode_seed(seed, i),
                         "success": bool(success[e]),
                         "return": float(ret[e]),
                         "length": int(length[e]),
@@ -206,9 +210,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
                     bar.set_postfix(
                         success=f"{np.mean([r['success'] for r in results.values()]):.2f}"
                     )
-                slot_ep[e] = next_ep if next_ep < cfg.episodes else -1
+                slot_ep[e] = next_ep if next_ep < episodes else -1
                 next_ep += slot_ep[e] >= 0
-            seeds = [episode_seed(cfg.seed, int(i)) if i >= 0 else 0 for i in slot_ep]
+            seeds = [episode_seed(seed, int(i)) if i >= 0 else 0 for i in slot_ep]
             obs, _ = venv.reset(seed=seeds, options={"reset_mask": done})
             policy.reset(done)
             ret[done], length[done], success[done] = 0, 0, False
@@ -217,15 +221,14 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     finally:
         venv.close()
 
-    episodes = [results[i] for i in range(cfg.episodes)]
-    summary = summarise(episodes)
-    lo, hi = summary.pop("ci95")
+    per_episode = [results[i] for i in range(episodes)]
+    summary = summarise(per_episode)
+    lo, hi = summary["ci95"]
     report = {
-        "checkpoint": str(cfg.checkpoint),
         "env": env_args.get("env_name"),
-        "env_overrides": cfg.overrides,
+        "env_overrides": overrides,
         "core": policy.cfg.core,
-        "seed": cfg.seed,
+        "seed": seed,
         "envs": E,
         "success_rate": summary["success_rate"],
         "successes": summary["successes"],
@@ -233,22 +236,57 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "ci95_wilson": [lo, hi],
         "mean_return": summary["mean_return"],
         "mean_length": summary["mean_length"],
-        "lengths": [e["length"] for e in episodes],
+        "lengths": [e["length"] for e in per_episode],
         "wall_time_s": wall,
         "policy_steps_per_s": env_steps / max(policy_time, 1e-9),
         "env_steps_per_s": env_steps / wall,
-        "per_episode": episodes,
+        "per_episode": per_episode,
         "videos": [],
     }
-    import imageio.v2 as imageio
+    if frames and out is not None:
+        import imageio.v2 as imageio
 
-    for i, fr in frames.items():
-        if fr:
-            path = out / f"video_{i}.mp4"
-            imageio.mimwrite(path, fr, fps=20, macro_block_size=1)
-            report["videos"].append(str(path))
+        out.mkdir(parents=True, exist_ok=True)
+        for i, fr in frames.items():
+            if fr:
+                path = out / f"video_{i}.mp4"
+                imageio.mimwrite(path, fr, fps=20, macro_block_size=1)
+                report["videos"].append(str(path))
+    return report
+
+
+def evaluate(cfg: EvalConfig) -> dict[str, Any]:
+    """`ttm-eval`: load the checkpoint, run the rollouts, write eval.json (+ videos)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    policy = TTMPolicy.from_pretrained(cfg.checkpoint, device=cfg.device)
+    env_args = load_env_args(cfg)
+    out = cfg.out or (
+        cfg.checkpoint.parent.parent / "eval"
+        if cfg.checkpoint.parent.name == "checkpoints"
+        else cfg.checkpoint / "eval"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    report = run_rollouts(
+        policy,
+        env_args,
+        episodes=cfg.episodes,
+        envs=cfg.envs,
+        seed=cfg.seed,
+        overrides=cfg.overrides,
+        video=cfg.video,
+        video_camera=cfg.video_camera,
+        max_steps=cfg.max_steps,
+        out=out,
+    )
+    report = {"checkpoint": str(cfg.checkpoint), **report}
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(format_result(f"{report['env']} {report['core']}", {**summary, "ci95": (lo, hi)}))
+    print(
+        format_result(
+            f"{report['env']} {report['core']}",
+            {**report, "n": report["episodes_run"], "ci95": tuple(report["ci95_wilson"])},
+        )
+    )
     print(
         f"wrote {out / 'eval.json'}"
         + (f" and {len(report['videos'])} video(s)" if report["videos"] else "")

@@ -98,6 +98,16 @@ class TrainConfig:
     """Steps between validation losses on the `mask/valid` demos (0 disables)."""
     valid_batches: int = 8
     """Batches per validation."""
+    eval_every: int = 0
+    """Steps between simulated rollouts (`rollout/success_rate`; keeps checkpoints/best); 0: never."""
+    eval_episodes: int = 10
+    """Episodes per rollout evaluation."""
+    eval_envs: int = 1
+    """Parallel envs for rollout evaluation."""
+    eval_video: int = 0
+    """Videos per rollout evaluation, logged to wandb when it is enabled."""
+    eval_env_kwargs: str = "{}"
+    """JSON overrides of the dataset env's kwargs for rollouts."""
     resume: bool = False
     """Continue from the newest complete checkpoint in `out`."""
     wandb: Literal["disabled", "online", "offline"] = "disabled"
@@ -213,8 +223,11 @@ class Logger:
     def log(self, step: int, metrics: dict) -> None:
         if not self.enabled:
             return
+        plain = {
+            k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))
+        }  # no videos
         with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+            f.write(json.dumps({"step": step, **plain}) + "\n")
         if self.run is not None:
             self.run.log(metrics, step=step)
 
@@ -386,6 +399,68 @@ def train(cfg: TrainConfig) -> dict:
         policy.train()
         return {"valid/loss": float(np.mean(losses))}
 
+    best_path = cfg.out / "checkpoints" / "best"
+    best = (
+        json.loads((best_path / "best.json").read_text())["success_rate"]
+        if (best_path / "best.json").is_file()
+        else -1.0
+    )
+
+    def rollout_eval(at: int) -> dict:
+        """Rollouts of the current (EMA) policy; a new best success rate saves checkpoints/best."""
+        nonlocal best
+        from eval.evaluate import run_rollouts
+
+        if not demos.env_args:
+            raise DatasetError(
+                f"{cfg.dataset}: no env_args in the file, so --eval-every cannot build the env"
+            )
+        acting = ema.module if ema is not None else policy
+        report = run_rollouts(
+            acting,
+            demos.env_args,
+            episodes=cfg.eval_episodes,
+            envs=cfg.eval_envs,
+            seed=cfg.seed,
+            overrides=json.loads(cfg.eval_env_kwargs),
+            video=cfg.eval_video,
+            out=cfg.out / "rollouts" / str(at),
+        )
+        policy.train()
+        out = {
+            "rollout/success_rate": report["success_rate"],
+            "rollout/ci95_low": report["ci95_wilson"][0],
+            "rollout/ci95_high": report["ci95_wilson"][1],
+            "rollout/mean_length": report["mean_length"],
+        }
+        if logger.run is not None and report["videos"]:
+            import wandb
+
+            out["rollout/video"] = wandb.Video(report["videos"][0], format="mp4")
+        if report["success_rate"] > best:
+            best = report["success_rate"]
+            with atomic_directory(best_path) as tmp:
+                write_policy_files(acting, tmp)
+                (tmp / "env_args.json").write_text(json.dumps(demos.env_args, indent=2))
+                (tmp / "best.json").write_text(
+                    json.dumps(
+                        {
+                            "step": at,
+                            **{
+                                k: report[k]
+                                for k in (
+                                    "success_rate",
+                                    "successes",
+                                    "episodes_run",
+                                    "ci95_wilson",
+                                )
+                            },
+                        },
+                        indent=2,
+                    )
+                )
+        return out
+
     # --- loop
     per_rank = cfg.batch_size // world
     sampler = StepBatchSampler(
@@ -425,6 +500,11 @@ def train(cfg: TrainConfig) -> dict:
         step += 1
         seen += per_rank * world
         bar.update(1)
+        extra = (
+            rollout_eval(step)
+            if cfg.eval_every and step % cfg.eval_every == 0 and main_rank
+            else {}
+        )
         if step % cfg.log_every == 0 or step == cfg.steps:
             dt = time.perf_counter() - t_last
             n_images = sum(is_image_key(k) for k in obs_keys)
@@ -444,11 +524,13 @@ def train(cfg: TrainConfig) -> dict:
                 and main_rank
             ):
                 metrics.update(validate())
-            logger.log(step, metrics)
+            logger.log(step, {**metrics, **extra})
             bar.set_postfix(
                 loss=f"{metrics['losses/total']:.4f}", sps=f"{metrics['charts/samples_per_s']:.1f}"
             )
             t_last, seen = time.perf_counter(), 0
+        elif extra:
+            logger.log(step, extra)
         if step % cfg.save_every == 0 or step == cfg.steps:
             save(step)
     bar.close()

@@ -279,3 +279,30 @@ def test_ema_checkpoint_and_wandb_offline(demos, tmp_path):
     assert any(not torch.equal(ema[k], raw[k]) for k in ema if ema[k].is_floating_point())
     TTMPolicy.from_pretrained(last)  # what users load: the EMA weights
     assert list((cfg.out / "wandb").glob("offline-run-*")), "no offline wandb run written"
+
+
+def test_rollouts_during_training_keep_a_best_checkpoint(demos, tmp_path):
+    cfg = TrainConfig(
+        dataset=demos,
+        out=tmp_path / "run",
+        steps=4,
+        batch_size=2,
+        window=4,
+        save_every=4,
+        log_every=4,
+        valid_every=0,
+        eval_every=2,
+        eval_episodes=2,
+        eval_video=1,
+        eval_env_kwargs='{"max_steps": 20}',
+        threads=1,
+    )
+    train(tiny(cfg))
+    lines = [json.loads(x) for x in (cfg.out / "metrics.jsonl").read_text().splitlines()]
+    rollouts = [x for x in lines if "rollout/success_rate" in x]
+    assert [x["step"] for x in rollouts] == [2, 4]
+    assert all(0 <= x["rollout/success_rate"] <= 1 for x in rollouts)
+    best = json.loads((cfg.out / "checkpoints" / "best" / "best.json").read_text())
+    assert best["step"] in (2, 4) and best["episodes_run"] == 2
+    TTMPolicy.from_pretrained(cfg.out / "checkpoints" / "best")
+    assert (cfg.out / "rollouts" / "2" / "video_0.mp4").stat().st_size > 0
