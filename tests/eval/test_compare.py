@@ -1,0 +1,48 @@
+"""`ttm-bench compare`: eval.json files -> a markdown table and a bar chart with intervals."""
+
+import json
+
+import pytest
+
+from eval.bench import main
+from eval.rollout import wilson
+
+
+def fake_eval(path, env, core, k, n, overrides=None):
+    """An eval.json as ttm-eval writes it (the fields compare reads)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps(
+            {
+                "env": env,
+                "core": core,
+                "successes": k,
+                "episodes_run": n,
+                "success_rate": k / n,
+                "ci95_wilson": list(wilson(k, n)),
+                "env_overrides": overrides or {},
+            }
+        )
+    )
+    return path
+
+
+def test_table_and_chart(tmp_path):
+    paths = [
+        fake_eval(tmp_path / "a.json", "ttm/PointCue-v0", "ttm", 48, 50),
+        fake_eval(tmp_path / "b.json", "ttm/PointCue-v0", "ttm-memoryless", 26, 50),
+        fake_eval(tmp_path / "c.json", "ttm/PointCue-v0", "ttm", 40, 50, {"delay_steps": 30}),
+    ]
+    main(["compare", *map(str, paths), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert "| task | ttm | ttm-memoryless |" in md
+    assert "| PointCue | 96% (48/50, [87%, 99%]) | 52% (26/50, [39%, 65%]) |" in md
+    assert "| PointCue (delay_steps=30) | 80% (40/50, [67%, 89%]) | not run |" in md
+    assert (tmp_path / "out" / "compare.png").stat().st_size > 10_000
+
+
+def test_rejects_files_that_are_not_eval_json(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text("{}")
+    with pytest.raises(ValueError, match="lacks 'success_rate'"):
+        main(["compare", str(bad), "--out", str(tmp_path / "out")])

@@ -1,0 +1,190 @@
+"""ttm-export: every temporal core exports to ONNX, and ONNX Runtime streams a real PointCue
+episode (200 steps) with the actions and the state of PyTorch's `policy.step` within 1e-4.
+Plus the spec's contents, the CLI, TorchScript, and refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.ttm_policy.export_helpers import (
+    CORES,
+    KEYS,
+    SIZE,
+    STEPS,
+    export_tiny,
+    record_point_cue,
+    stats_from,
+    tiny_policy,
+)
+from ttm_policy import TTMPolicy
+from ttm_policy.export import SPEC_NAME, ExportError, export, main, sha256
+from ttm_policy.runtime import OnnxPolicy
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def episode():
+    return record_point_cue()
+
+
+@pytest.fixture(scope="module")
+def stats(episode):
+    return stats_from(*episode)
+
+
+def _as_tuple(state):
+    return (state,) if isinstance(state, torch.Tensor) else tuple(state)
+
+
+@pytest.mark.parametrize("core", CORES)
+def test_onnx_matches_pytorch_over_a_real_episode(core, episode, stats, tmp_path):
+    observations, _ = episode
+    policy = tiny_policy(core, stats)
+    runtime = OnnxPolicy(export_tiny(tmp_path, policy, core))
+    names = [s["name"] for s in runtime.spec["state"]]
+    with torch.no_grad():
+        state_ref = policy.init_state(1)
+    state = runtime.initial_state(1)
+    kept = [r for r in _as_tuple(state_ref) if r.numel()]  # zero-sized state is not in the graph
+    assert len(kept) == len(names)
+    for name, r in zip(names, kept):  # initial values, the learned TTM memory included
+        np.testing.assert_array_equal(state[name], r.numpy())
+    worst_action = worst_state = 0.0
+    with torch.no_grad():
+        for obs in observations:
+            x = {k: torch.from_numpy(np.asarray(obs[k]))[None] for k in KEYS}
+            x["robot0_eef_pos"] = x["robot0_eef_pos"].float()
+            chunk_ref, state_ref = policy.step(x, state_ref)
+            feed, problems = runtime.check_observation(obs)
+            assert not problems
+            chunk, state = runtime.step(feed, state)
+            worst_action = max(worst_action, np.abs(chunk - chunk_ref.numpy()).max())
+            ref = _as_tuple(state_ref)
+            kept = [r for r in ref if r.numel()]  # zero-sized state is not in the graph
+            assert len(kept) == len(names)
+            for name, r in zip(names, kept):
+                assert state[name].dtype == r.numpy().dtype, name
+                d = np.abs(state[name].astype(np.float64) - r.numpy().astype(np.float64)).max()
+                worst_state = max(worst_state, d)
+    print(
+        f"\n{core}: {STEPS} steps, max |ONNX - PyTorch| action {worst_action:.2e}, "
+        f"state {worst_state:.2e}"
+    )
+    assert worst_action < TOL and worst_state < TOL
+
+
+def test_spec_says_what_a_controller_needs(stats, tmp_path):
+    policy = tiny_policy("transformer", stats, action_horizon=3)
+    out = export_tiny(tmp_path, policy, "tf")
+    spec = json.loads((out / SPEC_NAME).read_text())
+    assert spec["temporal_core"] == "transformer"
+    assert spec["control_hz"] == 20.0
+    assert spec["package_version"] == "0.1.0"
+    assert spec["observations"] == [
+        {
+            "name": "agentview_image",
+            "kind": "image",
+            "shape": [SIZE, SIZE, 3],
+            "dtype": "uint8",
+            "crop": 28,
+        },
+        {"name": "robot0_eef_pos", "kind": "lowdim", "shape": [3], "dtype": "float32"},
+    ]
+    a = spec["action"]
+    assert (a["dim"], a["horizon"], a["low"], a["high"]) == (7, 3, [-1.0] * 7, [1.0] * 7)
+    window_cache = 3 * policy.cfg.num_tokens  # (window - 1) * N
+    assert [(s["name"], s["shape"], s["dtype"]) for s in spec["state"]] == [
+        ("kv_keys", [1, 4, window_cache, 8], "float32"),
+        ("kv_values", [1, 4, window_cache, 8], "float32"),
+        ("kv_valid", [window_cache], "bool"),
+        ("kv_pos", [], "int64"),
+    ]
+    assert spec["checkpoint"]["weights_sha256"] == sha256(
+        tmp_path / "ckpt-tf" / "model.safetensors"
+    )
+    assert set(spec["files_sha256"]) == {"policy.onnx", *(s["init_file"] for s in spec["state"])}
+    assert all(sha256(out / f) == h for f, h in spec["files_sha256"].items())
+    assert spec["export_check"]["batch"] == "dynamic"
+    assert spec["export_check"]["max_abs_diff"]["action"] < TOL
+
+
+@pytest.mark.parametrize("core", ["ttm-memoryless", "none"])
+def test_zero_sized_state_is_left_out(core, stats, tmp_path):
+    spec = json.loads(
+        (export_tiny(tmp_path, tiny_policy(core, stats), core) / SPEC_NAME).read_text()
+    )
+    kept = [s["name"] for s in spec["state"]]
+    omitted = [(s["name"], 0 in s["shape"]) for s in spec["omitted_state"]]
+    if core == "none":
+        assert kept == ["kv_pos"]
+        assert omitted == [("kv_keys", True), ("kv_values", True), ("kv_valid", True)]
+    else:
+        assert kept == [] and omitted == [("memory", True)]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+def test_cli_and_torchscript(stats, tmp_path, capsys):
+    policy = tiny_policy("ttm", stats, head="gmm")
+    policy.save_pretrained(tmp_path / "ckpt")
+    main(
+        [
+            "--checkpoint",
+            str(tmp_path / "ckpt"),
+            "--out",
+            str(tmp_path / "onnx"),
+            "--control-hz",
+            "10",
+        ]
+    )
+    assert "export check" in capsys.readouterr().out
+    assert json.loads((tmp_path / "onnx" / SPEC_NAME).read_text())["control_hz"] == 10.0
+
+    path = export(tmp_path / "ckpt", tmp_path / "ts", "torchscript")
+    assert path.name == "policy.pt"
+    traced = torch.jit.load(str(path))
+    obs = [torch.randint(0, 256, (2, SIZE, SIZE, 3), dtype=torch.uint8), torch.rand(2, 3) * 0.1]
+    memory = policy.init_state(2)
+    with torch.no_grad():
+        chunk, new_memory = traced(*obs, memory)
+        chunk_ref, memory_ref = policy.step(dict(zip(KEYS, obs)), memory)
+    assert torch.allclose(chunk, chunk_ref, atol=TOL) and torch.allclose(
+        new_memory, memory_ref, atol=TOL
+    )
+
+
+def test_refusals(stats, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
+    assert e.value.code == 2 and "nope" in capsys.readouterr().err
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("keep me")
+    tiny_policy("lstm", stats).save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(ExportError, match="not an export directory"):
+        export(tmp_path / "ckpt", tmp_path / "precious")
+    assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
+    tiny_policy("lstm", stats, sample_actions=True, head="gmm").save_pretrained(tmp_path / "s")
+    with pytest.raises(ExportError, match="sample_actions"):
+        export(tmp_path / "s", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_module_that_fixes_its_batch_falls_back_to_a_batch_1_graph(episode, stats, tmp_path):
+    """`tl-mha` sizes its queries with a Python int B: the graph keeps batch 1 and still
+    matches PyTorch (the runtime runs batch 1)."""
+    from dataclasses import replace
+
+    policy = tiny_policy("ttm", stats)
+    cfg = replace(policy.cfg, ttm=replace(policy.cfg.ttm, summariser="tl-mha"))
+    policy = TTMPolicy(cfg, stats).eval()
+    out = export_tiny(tmp_path, policy, "mha")
+    spec = json.loads((out / SPEC_NAME).read_text())
+    assert spec["export_check"]["batch"] == 1 and "dynamic_batch_error" in spec["export_check"]
+    runtime = OnnxPolicy(out)
+    policy.reset()
+    for obs in episode[0][:20]:
+        np.testing.assert_allclose(runtime(obs), policy.select_action(obs), atol=TOL)

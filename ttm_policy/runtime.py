@@ -1,0 +1,354 @@
+"""Run an exported policy on a robot: numpy + onnxruntime only (importing this imports no torch).
+
+    policy = OnnxPolicy("exports/lift", safe_action="zeros")   # raises PolicyLoadError if bad
+    policy.reset()                                             # at every episode start
+    action = policy(obs)          # each control tick: (A,) float32 in [low, high]; never raises
+    if policy.last_error is not None: ...                      # this tick got the safe action
+
+Reads what `ttm-export` writes (see ttm_policy/export.py): `policy_spec.json`, `policy.onnx`
+and `init_<state>.npy`, and nothing else. Dimensions: B batch (1 here), K action horizon,
+A action width; observation and state shapes are per sample, as the spec lists them.
+
+Every tick the graph runs once (the core sees every frame) and returns a chunk (K, A); the
+chunk is executed as `TTMPolicy.select_action` does: `queue` runs a chunk's K actions one per
+tick and takes a new chunk when the queue is empty; `ensemble` averages the last K chunks'
+predictions for this tick with ACT's weights exp(-m i), i = 0 for the oldest.
+
+Faults. In the control loop `__call__` never raises. If the observation is invalid (a key
+missing, a wrong shape or dtype, a non-finite value), or the graph fails or gives a
+non-finite action or state, it returns the safe action, sets `last_error` (a message naming
+every problem), counts `fault_count` and `consecutive_faults`, and advances nothing: the
+recurrent state and the action queue stay as they were, so the next good tick continues as
+if the faulty one had not happened. The safe action is `zeros` (for OSC_POSE deltas: do not
+move; gripper command 0) or `hold` (repeat the last good action; zeros before the first one
+after a reset; for delta actions this keeps moving: choose it only for absolute targets).
+A good tick sets `last_error = None` and `consecutive_faults = 0`. Extra observation keys
+are ignored; low-dim values of any floating dtype are cast to float32.
+
+Load-time problems (a missing, corrupt or mismatched file) raise `PolicyLoadError` naming the
+file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnxruntime as ort
+
+# Kept equal to ttm_policy.export's (which imports torch, so it is not imported here).
+SPEC_NAME = "policy_spec.json"
+SPEC_FORMAT = "ttm_policy.export"
+SPEC_VERSION = 1
+ONNX_TYPES = {
+    "float32": "tensor(float)",
+    "uint8": "tensor(uint8)",
+    "bool": "tensor(bool)",
+    "int64": "tensor(int64)",
+}
+
+
+class PolicyLoadError(RuntimeError):
+    """An export directory that cannot be run; the message names the file and the problem."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_spec(directory: str | Path) -> dict[str, Any]:
+    """Read and check `directory/policy_spec.json` (structure and versions, not the files)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PolicyLoadError(f"{directory}: no such export directory (written by ttm-export)")
+    path = directory / SPEC_NAME
+    if not path.is_file():
+        raise PolicyLoadError(f"{path}: missing; an export directory holds {SPEC_NAME}")
+    try:
+        spec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PolicyLoadError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
+        raise PolicyLoadError(f"{path}: not a policy spec (expected format {SPEC_FORMAT!r})")
+    if spec.get("format_version") != SPEC_VERSION:
+        raise PolicyLoadError(
+            f"{path}: format_version {spec.get('format_version')!r}; this runtime reads "
+            f"{SPEC_VERSION}: re-export with this package's ttm-export"
+        )
+    if spec.get("model_format") != "onnx":
+        raise PolicyLoadError(
+            f"{path}: model_format {spec.get('model_format')!r}; the runtime runs ONNX: "
+            "export with --format onnx"
+        )
+    need = {
+        "observations": list,
+        "action": dict,
+        "state": list,
+        "model_file": str,
+        "files_sha256": dict,
+        "control_hz": (int, float),
+        "temporal_core": str,
+    }
+    for key, kind in need.items():
+        if not isinstance(spec.get(key), kind):
+            raise PolicyLoadError(f"{path}: entry {key!r} missing or of the wrong type")
+    try:
+        for o in spec["observations"]:
+            o["name"], o["shape"], o["dtype"], o["kind"]  # noqa: B018
+        for s in spec["state"]:
+            s["name"], s["output"], s["shape"], s["dtype"], s["init_file"]  # noqa: B018
+        a = spec["action"]
+        a["name"], a["dim"], a["horizon"], a["low"], a["high"], a["chunk_execution"]  # noqa: B018
+    except (KeyError, TypeError) as e:
+        raise PolicyLoadError(f"{path}: an observation, state or action entry lacks {e}") from e
+    if a["chunk_execution"] not in ("queue", "ensemble"):
+        raise PolicyLoadError(f"{path}: action chunk_execution {a['chunk_execution']!r} unknown")
+    if not len(a["low"]) == len(a["high"]) == a["dim"]:
+        raise PolicyLoadError(f"{path}: action low/high must list dim={a['dim']} bounds")
+    return spec
+
+
+def _onnx_shape(arg) -> tuple[Any, list]:
+    """ORT's (batch, per-sample shape) of a graph input/output."""
+    return arg.shape[0], list(arg.shape[1:])
+
+
+class OnnxPolicy:
+    """An exported policy with its recurrent state and action queue, for one robot (B = 1)."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        safe_action: Literal["zeros", "hold"] = "zeros",
+        threads: int = 1,  # ORT intra-op threads; 1 gave the steadiest latency (ttm-bench)
+        providers: list[str] | None = None,  # default: CPU
+    ):
+        if safe_action not in ("zeros", "hold"):
+            raise ValueError(f"safe_action={safe_action!r}: choose 'zeros' or 'hold'")
+        self.directory = Path(directory)
+        self.safe_action = safe_action
+        self.spec = spec = load_spec(self.directory)
+        spec_path = self.directory / SPEC_NAME
+        for name, digest in spec["files_sha256"].items():
+            f = self.directory / name
+            if not f.is_file():
+                raise PolicyLoadError(f"{f}: missing (listed in {spec_path})")
+            if _sha256(f) != digest:
+                raise PolicyLoadError(
+                    f"{f}: sha256 does not match {spec_path}: the file is corrupt or from "
+                    "another export; re-export"
+                )
+        model = self.directory / spec["model_file"]
+        uncovered = {spec["model_file"], *(s["init_file"] for s in spec["state"])}
+        uncovered -= set(spec["files_sha256"])
+        if uncovered:
+            raise PolicyLoadError(f"{spec_path}: files_sha256 does not cover {sorted(uncovered)}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        if threads > 1:  # idle workers must not spin: a controller shares its CPU with drivers
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(
+                str(model), options, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as e:
+            raise PolicyLoadError(f"{model}: onnxruntime cannot load it ({e})") from e
+
+        self.obs_specs = {o["name"]: o for o in spec["observations"]}
+        self.state_specs = {s["name"]: s for s in spec["state"]}
+        act = spec["action"]
+        self.action_name = act["name"]
+        self.action_dim, self.horizon = int(act["dim"]), int(act["horizon"])
+        self.low = np.asarray(act["low"], np.float32)
+        self.high = np.asarray(act["high"], np.float32)
+        self.chunk_execution = act["chunk_execution"]
+        self.ensemble_decay = float(act.get("ensemble_decay", 0.01))
+        self.control_hz = float(spec["control_hz"])
+        self._check_graph(model)
+        self._init = self._load_init()
+        self.outputs = [self.action_name, *(s["output"] for s in spec["state"])]
+        self.fault_count = 0
+        self.reset()
+
+    # ------------------------------------------------------------------ loading
+
+    def _check_graph(self, model: Path) -> None:
+        """The graph's inputs and outputs are the spec's, with its dtypes and shapes."""
+        want_in = {n: (o["dtype"], o["shape"]) for n, o in self.obs_specs.items()}
+        want_in |= {n: (s["dtype"], s["shape"]) for n, s in self.state_specs.items()}
+        want_out = {self.action_name: ("float32", [self.horizon, self.action_dim])}
+        want_out |= {s["output"]: (s["dtype"], s["shape"]) for s in self.state_specs.values()}
+        for kind, args, want in (
+            ("input", self.session.get_inputs(), want_in),
+            ("output", self.session.get_outputs(), want_out),
+        ):
+            got = {a.name: a for a in args}
+            if set(got) != set(want):
+                raise PolicyLoadError(
+                    f"{model}: graph {kind}s {sorted(got)} do not match {SPEC_NAME}'s "
+                    f"{sorted(want)}: the files come from different exports"
+                )
+            for name, (dtype, shape) in want.items():
+                batch, per_sample = _onnx_shape(got[name])
+                if got[name].type != ONNX_TYPES.get(dtype) or per_sample != list(shape):
+                    raise PolicyLoadError(
+                        f"{model}: {kind} {name!r} is {got[name].type} {got[name].shape}, but "
+                        f"{SPEC_NAME} says {dtype} (B, {', '.join(map(str, shape))})"
+                    )
+                if batch != 1 and not isinstance(batch, str):
+                    raise PolicyLoadError(f"{model}: {kind} {name!r} has batch size {batch}")
+
+    def _load_init(self) -> dict[str, np.ndarray]:
+        init = {}
+        for name, s in self.state_specs.items():
+            path = self.directory / s["init_file"]
+            if not path.is_file():
+                raise PolicyLoadError(f"{path}: missing (the initial value of state {name!r})")
+            try:
+                x = np.load(path, allow_pickle=False)
+            except (ValueError, OSError) as e:
+                raise PolicyLoadError(f"{path}: not a readable .npy array ({e})") from e
+            if x.dtype != np.dtype(s["dtype"]) or list(x.shape) != list(s["shape"]):
+                raise PolicyLoadError(
+                    f"{path}: holds {x.dtype} {x.shape}, but {SPEC_NAME} says state {name!r} is "
+                    f"{s['dtype']} {tuple(s['shape'])}"
+                )
+            init[name] = x
+        return init
+
+    # ------------------------------------------------------------------ pure step
+
+    def initial_state(self, batch: int = 1) -> dict[str, np.ndarray]:
+        """Each state tensor at an episode start: name -> (batch, *shape)."""
+        return {n: np.repeat(x[None], batch, axis=0) for n, x in self._init.items()}
+
+    def step(
+        self, obs: dict[str, np.ndarray], state: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The graph itself: obs key -> (B, ...) arrays of the spec's dtypes, state from
+        `initial_state(B)` or the previous step -> (chunk (B, K, A), new state). No checks
+        beyond onnxruntime's own (it raises); no queue."""
+        feed = {n: obs[n] for n in self.obs_specs}
+        feed |= {n: state[n] for n in self.state_specs}
+        chunk, *new = self.session.run(self.outputs, feed)
+        return chunk, dict(zip(self.state_specs, new))
+
+    # ------------------------------------------------------------------ control loop
+
+    def reset(self) -> None:
+        """Start an episode: initial state, empty action queue, no last action. Keeps
+        `fault_count`."""
+        K, A = self.horizon, self.action_dim
+        self._state = self.initial_state(1)
+        self._queue = np.zeros((K, A), np.float32)
+        self._queue_pos = K  # empty
+        self._ens = np.zeros((K, K, A), np.float32)  # slot j: the chunk made j ticks ago
+        self._ens_valid = np.zeros(K, bool)
+        self._last_action: np.ndarray | None = None
+        self.last_error: str | None = None
+        self.consecutive_faults = 0
+        self.steps = 0  # good ticks since the reset
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """A copy of the recurrent state, name -> (1, *shape)."""
+        return {n: x.copy() for n, x in self._state.items()}
+
+    def check_observation(self, obs: Any) -> tuple[dict[str, np.ndarray], list[str]]:
+        """obs (key -> one sample's array) -> (graph inputs, key -> (1, ...), problems)."""
+        if not isinstance(obs, dict):
+            return {}, [f"observation must be a dict of arrays, got {type(obs).__name__}"]
+        feed, problems = {}, []
+        for name, o in self.obs_specs.items():
+            want = f"{o['dtype']} {tuple(o['shape'])}"
+            if name not in obs:
+                problems.append(f"missing {name!r} ({want})")
+                continue
+            try:
+                x = np.asarray(obs[name])
+            except Exception as e:  # noqa: BLE001 - anything that is not array-like
+                problems.append(f"{name!r}: not an array ({type(e).__name__})")
+                continue
+            if list(x.shape) != list(o["shape"]):
+                problems.append(f"{name!r}: shape {x.shape}, expected {want}")
+                continue
+            if o["kind"] == "image":
+                if x.dtype != np.uint8:
+                    problems.append(f"{name!r}: dtype {x.dtype}, expected {want}")
+                    continue
+            else:
+                if x.dtype.kind != "f":
+                    problems.append(f"{name!r}: dtype {x.dtype}, expected a floating dtype")
+                    continue
+                with np.errstate(over="ignore"):  # an overflow becomes inf: reported below
+                    x = x.astype(np.float32)
+                if not np.isfinite(x).all():
+                    bad = np.flatnonzero(~np.isfinite(x)).tolist()
+                    problems.append(f"{name!r}: non-finite values at {bad} (as float32)")
+                    continue
+            feed[name] = np.ascontiguousarray(x)[None]  # (1, ...)
+        return feed, problems
+
+    def _execute(self, chunk: np.ndarray):
+        """chunk (K, A) of this tick -> (action (A,), the queue/ensemble state to commit)."""
+        K = self.horizon
+        if self.chunk_execution == "queue":
+            queue, pos = (
+                (chunk.copy(), 0) if self._queue_pos >= K else (self._queue, self._queue_pos)
+            )
+            return queue[pos].copy(), (queue, pos + 1)
+        ens = np.concatenate([chunk[None], self._ens[:-1]])  # (K, K, A)
+        valid = np.concatenate([[True], self._ens_valid[:-1]])  # (K,)
+        j = np.arange(K)
+        cand = ens[j, j]  # (K, A) this tick's predictions, newest first
+        age_rank = np.maximum(valid.sum() - 1 - j, 0).astype(np.float32)  # 0 = oldest valid
+        w = np.exp(-self.ensemble_decay * age_rank) * valid  # (K,)
+        action = (w[:, None] * cand).sum(0) / w.sum()
+        return action.astype(np.float32), (ens, valid)
+
+    def _fault(self, message: str) -> np.ndarray:
+        self.last_error = message
+        self.fault_count += 1
+        self.consecutive_faults += 1
+        if self.safe_action == "hold" and self._last_action is not None:
+            return self._last_action.copy()
+        return np.zeros(self.action_dim, np.float32)
+
+    def __call__(self, obs: dict[str, Any]) -> np.ndarray:
+        """One control tick: obs (key -> one sample, images uint8 (H, W, 3), low-dim (Dl,))
+        -> action (A,) float32. Never raises; see the module docstring for faults."""
+        try:
+            feed, problems = self.check_observation(obs)
+            if problems:
+                return self._fault("invalid observation: " + "; ".join(problems))
+            chunk, state = self.step(feed, self._state)  # (1, K, A)
+            if not np.isfinite(chunk).all():
+                return self._fault(f"non-finite action from the policy: {chunk[0].tolist()}")
+            bad = [n for n, x in state.items() if x.dtype.kind == "f" and not np.isfinite(x).all()]
+            if bad:
+                return self._fault(f"non-finite values in the new state {bad}")
+            action, executed = self._execute(chunk[0])
+            action = np.clip(action, self.low, self.high)
+        except Exception as e:  # noqa: BLE001 - the control loop must not die
+            return self._fault(f"{type(e).__name__}: {e}")
+        self._state = state
+        if self.chunk_execution == "queue":
+            self._queue, self._queue_pos = executed
+        else:
+            self._ens, self._ens_valid = executed
+        self._last_action = action
+        self.last_error = None
+        self.consecutive_faults = 0
+        self.steps += 1
+        return action.copy()
