@@ -127,7 +127,8 @@ class PointCueEnv(gym.Env):
             raise ValueError(f"render_mode must be None or 'rgb_array'; got {render_mode!r}")
         self.cue_steps, self.delay_steps, self.max_steps = cue_steps, delay_steps, max_steps
         self.image_size, self.cameras = image_size, tuple(cameras)
-        self.render_images, self.render_mode = render_images, render_mode
+        # cameras=() turns images off, as for the robosuite tasks.
+        self.render_images, self.render_mode = render_images and bool(self.cameras), render_mode
 
         self._xml = _scene_xml(image_size)
         self.model = mujoco.MjModel.from_xml_string(self._xml)

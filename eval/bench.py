@@ -5,6 +5,9 @@ Subcommands:
   recall        memory-initialisation study on the synthetic recall task (zeros vs learned)
   train-throughput  behaviour-cloning samples/s and images/s per temporal core
   compare       eval.json files -> markdown table and bar chart of success with intervals
+  runtime-latency     exported ONNX policy latency at batch 1 (p50/p99) and file sizes
+  control-latency     end-to-end control step (images -> action) per core against history
+  rollout-throughput  env steps/s in vector envs with 1, 2, 4 envs, with and without images
 
 Benchmarks report medians and ratios; nothing here asserts a speed (the machine is shared).
 """
@@ -507,6 +510,190 @@ class RuntimeLatency:
                 )
 
 
+# ----------------------------------------------------------------------------- control latency
+
+
+@dataclass
+class ControlLatency:
+    """End-to-end time of one control step at batch 1 (raw uint8 images + low-dim in, action
+    out: cropping, normalisation, tokenizers, core, head) against history length, per core,
+    for the default Lift policy configuration (untrained weights time the same)."""
+
+    cores: tuple[str, ...] = (
+        "ttm",
+        "ttm-memoryless",
+        "lstm",
+        "transformer",
+        "transformer-full",
+        "none",
+    )
+    """Policies to time; `transformer-full` is the causal Transformer with an unbounded window."""
+    histories: tuple[int, ...] = (1, 16, 64, 256)
+    """Control steps already taken when the timed steps run."""
+    repeats: int = 30
+    """Timed steps per point (the policy state advances; the median is reported)."""
+    image_size: int = 84
+    """Camera side (two cameras, agentview and eye-in-hand, as robomimic's Lift)."""
+    threads: int = 1
+    """torch intra-op threads."""
+    out: Path = Path("runs/bench")
+    """Where control_latency.json and control_latency.png go."""
+
+    def run(self) -> dict:
+        import numpy as np
+
+        from ttm_policy import PolicyConfig, TTMPolicy
+        from ttm_policy.baselines import CausalTransformerConfig
+
+        torch.manual_seed(0)
+        torch.set_num_threads(self.threads)
+        lowdim = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2}
+        stats = {
+            f"obs/{k}/{m}": np.full(d, v, np.float32)
+            for k, d in lowdim.items()
+            for m, v in (("min", -1), ("max", 1))
+        }
+        stats.update({"action/min": -np.ones(7, np.float32), "action/max": np.ones(7, np.float32)})
+        rng = np.random.default_rng(0)
+
+        def obs():
+            o = {
+                f"{c}_image": rng.integers(
+                    0, 256, (self.image_size, self.image_size, 3), dtype=np.uint8
+                )
+                for c in ("agentview", "robot0_eye_in_hand")
+            }
+            return {**o, **{k: rng.uniform(-1, 1, d).astype(np.float32) for k, d in lowdim.items()}}
+
+        results: dict[str, dict[int, dict]] = {}
+        for core in tqdm(self.cores, desc="control-latency", unit="core"):
+            kw = (
+                {"core": "transformer", "transformer": CausalTransformerConfig(window=None)}
+                if core == "transformer-full"
+                else {"core": core}
+            )
+            policy = TTMPolicy(
+                PolicyConfig(image_size=self.image_size, crop_size=min(76, self.image_size), **kw),
+                stats,
+            ).eval()
+            policy.reset()
+            done, results[core] = 0, {}
+            for h in sorted(self.histories):
+                while done < h:
+                    policy.select_action(obs())
+                    done += 1
+                times = []
+                for _ in range(self.repeats):
+                    o = obs()
+                    t0 = time.perf_counter()
+                    policy.select_action(o)
+                    times.append(time.perf_counter() - t0)
+                done += self.repeats
+                results[core][h] = {
+                    "median_ms": 1e3 * statistics.median(times),
+                    "p90_ms": 1e3 * sorted(times)[int(0.9 * (len(times) - 1))],
+                }
+        hs = sorted(self.histories)
+        print(
+            f"\nms per control step (images {self.image_size}px x2 -> action), batch 1, {self.threads} thread(s)"
+        )
+        print(f"{'core':<18}" + "".join(f"{'h=' + str(h):>10}" for h in hs))
+        for core, r in results.items():
+            print(f"{core:<18}" + "".join(f"{r[h]['median_ms']:>10.2f}" for h in hs))
+        payload = {
+            "config": {k: str(v) for k, v in asdict(self).items()},
+            "machine": _machine(),
+            "results": results,
+        }
+        path = _write(self.out, "control_latency", payload)
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for core, r in results.items():
+            ax.plot(hs, [r[h]["median_ms"] for h in hs], marker="o", label=core)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("history length (control steps)")
+        ax.set_ylabel("ms per control step (median)")
+        ax.set_title("End-to-end control step, default Lift policy, CPU, batch 1")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(self.out / "control_latency.png", dpi=120)
+        plt.close(fig)
+        print(f"wrote {path} and {self.out / 'control_latency.png'}")
+        return payload
+
+
+# ----------------------------------------------------------------------------- rollout throughput
+
+
+@dataclass
+class RolloutThroughput:
+    """Environment steps/s in gymnasium vector envs (one process per env) with 1, 2, 4 envs,
+    with and without camera images, under random actions (no policy)."""
+
+    task: str = "Lift"
+    """Task (envs.TASKS)."""
+    envs: tuple[int, ...] = (1, 2, 4)
+    """Vector env sizes."""
+    steps: int = 100
+    """Vector steps timed per setting (after one reset)."""
+    image_size: int = 84
+    """Camera side when images are on."""
+    out: Path = Path("runs/bench")
+    """Where rollout_throughput.json goes."""
+
+    def run(self) -> dict:
+        import functools
+        import sys
+
+        import gymnasium as gym
+        import numpy as np
+
+        from envs.env_args import make_on_egl_device
+
+        results = {}
+        for images in (True, False):
+            kwargs = {"image_size": self.image_size} if images else {"cameras": []}
+            env_args = {"env_name": f"ttm/{self.task}-v0", "type": 2, "env_kwargs": kwargs}
+            for n in tqdm(self.envs, desc=f"rollout-throughput images={images}", unit="setting"):
+                fns = [functools.partial(make_on_egl_device, None, env_args, {}) for _ in range(n)]
+                kw = {"context": "forkserver"} if n > 1 and sys.platform == "linux" else {}
+                venv = (gym.vector.AsyncVectorEnv if n > 1 else gym.vector.SyncVectorEnv)(fns, **kw)
+                try:
+                    venv.reset(seed=list(range(n)))
+                    rng = np.random.default_rng(0)
+                    t0 = time.perf_counter()
+                    for _ in range(self.steps):
+                        venv.step(rng.uniform(-1, 1, (n, 7)))
+                    dt = time.perf_counter() - t0
+                finally:
+                    venv.close()
+                results[f"{'images' if images else 'no_images'}/{n}"] = {
+                    "envs": n,
+                    "images": images,
+                    "env_steps_per_s": n * self.steps / dt,
+                }
+        print(
+            f"\n{self.task}: env steps/s in vector envs (random actions, {self.image_size}px cameras when on)"
+        )
+        print(f"{'envs':<6}{'images':>12}{'no images':>12}")
+        for n in self.envs:
+            print(
+                f"{n:<6}{results[f'images/{n}']['env_steps_per_s']:>12.1f}{results[f'no_images/{n}']['env_steps_per_s']:>12.1f}"
+            )
+        payload = {
+            "config": {k: str(v) for k, v in asdict(self).items()},
+            "machine": _machine(),
+            "results": results,
+        }
+        print(f"wrote {_write(self.out, 'rollout_throughput', payload)}")
+        return payload
+
+
 @dataclass
 class Compare:
     """Several eval.json files (policies x tasks) -> markdown table + bar chart with intervals."""
@@ -527,6 +714,8 @@ Command = (
     | Annotated[Recall, tyro.conf.subcommand("recall")]
     | Annotated[TrainThroughput, tyro.conf.subcommand("train-throughput")]
     | Annotated[Compare, tyro.conf.subcommand("compare")]
+    | Annotated[ControlLatency, tyro.conf.subcommand("control-latency")]
+    | Annotated[RolloutThroughput, tyro.conf.subcommand("rollout-throughput")]
     | Annotated[RuntimeLatency, tyro.conf.subcommand("runtime-latency")]
 )
 

@@ -77,3 +77,42 @@ def test_console_script_help_and_exit_code():
         [sys.executable, "-m", "eval.bench", "--help"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "step-latency" in out.stdout and "train-throughput" in out.stdout
+
+
+def test_control_latency_and_rollout_throughput(tmp_path):
+    main(
+        [
+            "control-latency",
+            "--cores",
+            "ttm",
+            "transformer-full",
+            "--histories",
+            "1",
+            "3",
+            "--repeats",
+            "2",
+            "--image-size",
+            "48",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    r = json.loads((tmp_path / "control_latency.json").read_text())["results"]
+    assert set(r) == {"ttm", "transformer-full"} and all(r[c]["3"]["median_ms"] > 0 for c in r)
+    main(
+        [
+            "rollout-throughput",
+            "--task",
+            "PointCue",
+            "--envs",
+            "1",
+            "2",
+            "--steps",
+            "5",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    r = json.loads((tmp_path / "rollout_throughput.json").read_text())["results"]
+    assert set(r) == {"images/1", "images/2", "no_images/1", "no_images/2"}
+    assert all(v["env_steps_per_s"] > 0 for v in r.values())
