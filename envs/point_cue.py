@@ -258,10 +258,19 @@ class PointCueEnv(gym.Env):
 
 
 class PointCueExpert:
-    """Waits (zero action) during cue + delay, then steers straight to the cued pad.
+    """Steers straight to the cued pad; while the env holds the point (cue + delay) it already
+    commands that first move, which the env ignores.
 
-    Reads the cue and step counter from the env (privileged). Gaussian noise of std `noise` is
-    added to the two used action dims after the hold; dims 2..6 are always zero.
+    Why the held steps carry the steering action rather than zeros: any action is equally
+    expert on a step the env ignores, and zeros there make a policy learn to *count* 15
+    identical frames and decide only on the one release step (measured: a TTM then stayed at
+    1/50 after 600 training steps). With the intent as the label, the cue-dependent choice is
+    made while the cue is visible and memory has to *keep* it through the delay, which is the
+    memory skill the task is about. Nothing observable changes: the point still does not move
+    before the delay ends, so its position leaks nothing.
+
+    Reads the cue from the env (privileged). Gaussian noise of std `noise` is added to the two
+    used action dims; dims 2..6 are always zero.
     """
 
     def __init__(self, env: PointCueEnv, *, noise: float = 0.0, seed: int | None = None):
@@ -272,11 +281,8 @@ class PointCueExpert:
         pass
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        env = self.env
         action = np.zeros(7)
-        if env._t < env.cue_steps + env.delay_steps:
-            return action
-        to_goal = GOALS[env._cue] - obs["robot0_eef_pos"][:2]  # (2,) m
+        to_goal = GOALS[self.env._cue] - obs["robot0_eef_pos"][:2]  # (2,) m
         # Speed command that would cover 80% of the remaining distance in one step, capped.
         v = 0.8 * to_goal / (MAX_SPEED * CONTROL_DT)
         v /= max(1.0, float(np.linalg.norm(v)))

@@ -7,7 +7,7 @@ import pytest
 
 import envs  # noqa: F401  (registers ttm/* ids)
 from envs.env_args import make_from_env_args
-from envs.point_cue import STATE_SIZE, PointCueEnv
+from envs.point_cue import GOALS, STATE_SIZE, PointCueEnv
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +73,10 @@ def test_expert_succeeds(env, cue):
         observations, actions, info = run_expert(env, seed, cue)
         assert info["success"] and info["reached"] == cue, f"seed {seed} cue {cue}: {info}"
         assert len(actions) < env.unwrapped.max_steps
-        # The expert waits (zero action) during cue + delay: nothing to learn there but stillness.
+        # While held (cue + delay) the expert already commands its move towards the cued pad.
         held = env.unwrapped.cue_steps + env.unwrapped.delay_steps
-        assert not np.any(np.asarray(actions[:held]))
+        towards = np.sign(GOALS[cue][0] - observations[0]["robot0_eef_pos"][0])
+        assert np.all(np.sign(np.asarray(actions[:held])[:, 0]) == towards)
 
 
 def test_cue_is_invisible_after_the_cue_steps(env):
