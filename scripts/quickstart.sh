@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Create .venv (if needed), install, and run the main job.
-# Until the end-to-end quickstart lands, the main job is the streaming-latency benchmark.
+# Create .venv (if needed), install, and run the main job: collect PointCue demonstrations,
+# train a TTM policy, evaluate it, export it, and write runs/quickstart/report.md.
+# Arguments go to `python -m eval.quickstart` (e.g. --force, --steps 800, --out DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
-exec .venv/bin/ttm-bench step-latency "$@"
+exec .venv/bin/python -m eval.quickstart "$@"
