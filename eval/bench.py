@@ -5,6 +5,7 @@ Subcommands:
   recall        memory-initialisation study on the synthetic recall task (zeros vs learned)
   train-throughput  behaviour-cloning samples/s and images/s per temporal core
   compare       eval.json files -> markdown table and bar chart of success with intervals
+  results       every temporal core on one memory task, same demos and budget, per delay
   runtime-latency     exported ONNX policy latency at batch 1 (p50/p99) and file sizes
   control-latency     end-to-end control step (images -> action) per core against history
   rollout-throughput  env steps/s in vector envs with 1, 2, 4 envs, with and without images
@@ -695,6 +696,42 @@ class RolloutThroughput:
 
 
 @dataclass
+class Results:
+    """The results table: every temporal core on the same demonstrations and budget, per delay."""
+
+    task: str = "PointCue"
+    """Memory task (envs.TASKS) taking `delay_steps`."""
+    delays: tuple[int, ...] = (10, 30)
+    """Delay steps between the cue and the decision (short and long)."""
+    cores: tuple[str, ...] = ("ttm", "ttm-memoryless", "lstm", "transformer", "none")
+    """Temporal cores to compare."""
+    episodes: int = 200
+    """Expert demonstrations per delay."""
+    steps: int = 500
+    """Training steps per core (the same budget for all)."""
+    eval_episodes: int = 50
+    """Evaluation episodes per cell."""
+    image_size: int = 32
+    """Camera side."""
+    out: Path = Path("runs/results")
+    """Where each run, compare.md, compare.png and results.json go."""
+
+    def run(self) -> None:
+        from eval.results import run_table
+
+        run_table(
+            self.task,
+            self.delays,
+            self.cores,
+            self.out,
+            episodes=self.episodes,
+            steps=self.steps,
+            eval_episodes=self.eval_episodes,
+            image_size=self.image_size,
+        )
+
+
+@dataclass
 class Compare:
     """Several eval.json files (policies x tasks) -> markdown table + bar chart with intervals."""
 
@@ -714,6 +751,7 @@ Command = (
     | Annotated[Recall, tyro.conf.subcommand("recall")]
     | Annotated[TrainThroughput, tyro.conf.subcommand("train-throughput")]
     | Annotated[Compare, tyro.conf.subcommand("compare")]
+    | Annotated[Results, tyro.conf.subcommand("results")]
     | Annotated[ControlLatency, tyro.conf.subcommand("control-latency")]
     | Annotated[RolloutThroughput, tyro.conf.subcommand("rollout-throughput")]
     | Annotated[RuntimeLatency, tyro.conf.subcommand("runtime-latency")]

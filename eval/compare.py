@@ -11,11 +11,20 @@ from collections import defaultdict
 from pathlib import Path
 
 
-def task_label(report: dict) -> str:
-    """`ttm/PointCue-v0` + overrides {"delay_steps": 20} -> `PointCue (delay_steps=20)`."""
+def task_label(report: dict, varying: tuple[str, ...] = ()) -> str:
+    """`ttm/PointCue-v0` -> `PointCue`, plus the env kwargs that differ between the reports
+    compared (e.g. `PointCue (delay_steps=30)`)."""
     name = str(report.get("env", "?")).removeprefix("ttm/").removesuffix("-v0")
-    extra = ", ".join(f"{k}={v}" for k, v in sorted(report.get("env_overrides", {}).items()))
+    kwargs = {**report.get("env_kwargs", {}), **report.get("env_overrides", {})}
+    extra = ", ".join(f"{k}={kwargs[k]}" for k in varying if k in kwargs)
     return f"{name} ({extra})" if extra else name
+
+
+def varying_kwargs(reports: list[dict]) -> tuple[str, ...]:
+    """Env kwargs whose values are not the same in every report (delays, image sizes...)."""
+    kws = [{**r.get("env_kwargs", {}), **r.get("env_overrides", {})} for r in reports]
+    keys = sorted({k for kw in kws for k in kw})
+    return tuple(k for k in keys if len({json.dumps(kw.get(k), sort_keys=True) for kw in kws}) > 1)
 
 
 def load_reports(paths: list[Path]) -> list[dict]:
@@ -44,8 +53,9 @@ def compare(
     reports = load_reports(paths)
     cells: dict[str, dict[str, dict]] = defaultdict(dict)
     cores: list[str] = []
+    varying = varying_kwargs(reports)
     for r in reports:
-        cells[task_label(r)][r["core"]] = r
+        cells[task_label(r, varying)][r["core"]] = r
         if r["core"] not in cores:
             cores.append(r["core"])
     tasks = list(cells)

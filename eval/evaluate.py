@@ -227,6 +227,7 @@ def run_rollouts(
     report = {
         "env": env_args.get("env_name"),
         "env_overrides": overrides,
+        "env_kwargs": {**env_args.get("env_kwargs", {}), **overrides},
         "core": policy.cfg.core,
         "seed": seed,
         "envs": E,

@@ -7,6 +7,10 @@ State is explicit and batch-first, so the policy, the trainer and the exporter t
 core alike: the LSTM's state is `(h, c)`, each (B, L, D); the causal Transformer's is its
 KV cache `(k, v, valid, pos)`: k, v (B, L, H, S, Dh), valid (B, S) bool, pos (B,) the
 step index (since the episode start) of the next step.
+
+The exporter traces `step` as it is, so the code here never sizes a tensor by a Python int
+B (a trace keeps it as a constant; reshapes use flatten/unflatten, new tensors take their
+batch from a tensor) and uses only ops that ONNX has (no `cummax`).
 """
 
 from __future__ import annotations
@@ -83,8 +87,7 @@ class LSTMCore(nn.Module):
                 )
 
     def _run(self, tokens: torch.Tensor, state):  # tokens (B, T, N, D)
-        B, T = tokens.shape[:2]
-        x = self.inp(tokens.reshape(B, T, -1))  # (B, T, hidden)
+        x = self.inp(tokens.flatten(2))  # (B, T, hidden)
         h, c = (s.transpose(0, 1).contiguous() for s in state)  # (L, B, hidden)
         y, (h, c) = self.lstm(x, (h, c))
         return self.out(y).unsqueeze(2), (h.transpose(0, 1), c.transpose(0, 1))  # (B, T, 1, D)
@@ -149,6 +152,11 @@ class CausalTransformerConfig:
         return asdict(self)
 
 
+def _per_token(x: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, T) per step -> (B, T*n), each step's value repeated for its n tokens."""
+    return x[:, :, None].expand(-1, -1, n).flatten(1)
+
+
 def rope(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """Rotary embedding over time. x (B, H, S, Dh), pos (B, S) step indices."""
     half = x.shape[-1] // 2
@@ -175,14 +183,14 @@ class CachedBlock(nn.Module):
     def forward(self, x, pos, ck, cv, allowed):
         """x (B, S', D) new tokens at step indices pos (B, S'); ck, cv (B, H, S, Dh) cached
         (already rotated); allowed (B, S', S+S') bool. Returns x, and k, v (B, H, S+S', Dh)."""
-        B, S_new, D = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(B, S_new, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        q, k = rope(q, pos), rope(k, pos)  # (B, H, S', Dh)
+        qkv = self.qkv(self.norm1(x)).unflatten(-1, (3, self.heads, -1))  # (B, S', 3, H, Dh)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, S', Dh) each
+        q, k = rope(q, pos), rope(k, pos)
         k, v = torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)  # (B, H, S+S', Dh)
         att = F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed[:, None], dropout_p=self.dropout if self.training else 0.0
         )  # (B, H, S', Dh)
-        x = x + self.proj(att.transpose(1, 2).reshape(B, S_new, D))
+        x = x + self.proj(att.transpose(1, 2).flatten(2))  # (B, S', D)
         return x + self.mlp(self.norm2(x)), k, v
 
 
@@ -244,51 +252,53 @@ class CausalTransformerCore(nn.Module):
                 f"KV cache shapes {tuple(ck.shape)}, {tuple(valid.shape)} do not fit batch {B}"
             )
         S = ck.shape[3]
-        reset = torch.zeros(B, T, dtype=torch.bool, device=dev) if reset is None else reset.to(dev)
+        if reset is None:
+            reset = torch.zeros_like(pos0, dtype=torch.bool)[:, None].expand(-1, T)  # (B, T)
+        reset = reset.to(dev)
         if tuple(reset.shape) != (B, T):
             raise ValueError(f"reset must have shape (B, T) = {(B, T)}, got {tuple(reset.shape)}")
 
         t = torch.arange(T, device=dev)
-        seg = reset.long().cumsum(
-            1
-        )  # (B, T) episode index within the window; 0 = continues the cache
-        last_reset = torch.where(reset, t, torch.full_like(t, -1)).cummax(1).values  # (B, T)
+        seg = reset.long().cumsum(1)  # (B, T) episode index within the window; 0 = the cache's
+        # Index of the last reset at or before each step (-1: none): a max over earlier steps
+        # (cummax has no ONNX form).
+        earlier = t[None, :] <= t[:, None]  # (T, T') step t' at or before step t
+        last_reset = torch.where(reset[:, None, :] & earlier, t, -1).amax(-1)  # (B, T)
         step_pos = torch.where(
             seg == 0, pos0[:, None] + t, t - last_reset
         )  # (B, T) steps since episode start
 
         # Who may attend to whom: token i (step ti) to cached slot j (step sj < 0) or new token j.
-        t_new = t.repeat_interleave(N)  # (T*N,)
-        seg_new = seg.repeat_interleave(N, dim=1)  # (B, T*N)
-        t_cache = (
-            torch.arange(S, device=dev) // N - S // N
-        )  # (S,) steps before this window, negative
+        t_new = t[:, None].expand(-1, N).flatten()  # (T*N,)
+        seg_new = _per_token(seg, N)  # (B, T*N)
+        t_cache = torch.arange(S, device=dev) // N - S // N  # (S,) steps before the window, < 0
         t_all = torch.cat([t_cache, t_new])  # (S+T*N,)
-        seg_all = torch.cat([torch.zeros(B, S, dtype=torch.long, device=dev), seg_new], dim=1)
-        ok_all = torch.cat([valid, torch.ones(B, T * N, dtype=torch.bool, device=dev)], dim=1)
+        seg_all = torch.cat([torch.zeros_like(valid, dtype=torch.long), seg_new], dim=1)
+        ok_all = torch.cat([valid, torch.ones_like(seg_new, dtype=torch.bool)], dim=1)
         dt = t_new[:, None] - t_all[None, :]  # (T*N, S+T*N)
-        allowed = (dt >= 0) & (seg_new[:, :, None] == seg_all[:, None, :]) & ok_all[:, None, :]
-        if cfg.window is not None:
-            allowed &= dt < cfg.window
-        allowed[:, :, S:] |= torch.eye(T * N, dtype=torch.bool, device=dev)  # never an empty row
+        j = torch.arange(S + T * N, device=dev)
+        itself = j[S:, None] == j  # (T*N, S+T*N): new token i is entry S+i
+        in_window = (dt >= 0) if cfg.window is None else (dt >= 0) & (dt < cfg.window)
+        same_episode = seg_new[:, :, None] == seg_all[:, None, :]  # (B, T*N, S+T*N)
+        # A token always sees itself: never an empty row.
+        allowed = (in_window & same_episode & ok_all[:, None, :]) | itself  # (B, T*N, S+T*N)
 
-        x = (tokens + self.slot).reshape(B, T * N, D)  # (B, T*N, D)
-        pos = step_pos.repeat_interleave(N, dim=1)  # (B, T*N)
+        x = (tokens + self.slot).flatten(1, 2)  # (B, T*N, D)
+        pos = _per_token(step_pos, N)  # (B, T*N)
         ks, vs = [], []
         for layer, block in enumerate(self.blocks):
             x, k, v = block(x, pos, ck[:, layer], cv[:, layer], allowed)
             ks.append(k)
             vs.append(v)
-        out = self.norm(x).reshape(B, T, N, D)
+        out = self.norm(x).unflatten(1, (T, N))  # (B, T, N, D)
 
         # New cache: everything still in the window after this step, from the last episode.
         k_all, v_all = torch.stack(ks, 1), torch.stack(vs, 1)  # (B, L, H, S+T*N, Dh)
         valid_all = ok_all & (seg_all == seg[:, -1:])
-        if cfg.window is not None:
-            keep = (cfg.window - 1) * N
-            k_all, v_all = (
-                k_all[..., k_all.shape[3] - keep :, :],
-                v_all[..., v_all.shape[3] - keep :, :],
-            )
-            valid_all = valid_all[:, valid_all.shape[1] - keep :]
+        if cfg.window is not None:  # the last (window-1)*N tokens
+            keep = (cfg.window - 1) * cfg.input_tokens
+            # Sliced from the end by a constant (not from a size), so a trace keeps the cache
+            # size static.
+            last = slice(-keep, None) if keep else slice(0, 0)
+            k_all, v_all, valid_all = k_all[:, :, :, last], v_all[:, :, :, last], valid_all[:, last]
         return out, (k_all, v_all, valid_all, step_pos[:, -1] + 1)

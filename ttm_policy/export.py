@@ -39,17 +39,11 @@ Export checks itself: three streamed steps through ONNX Runtime at batch 1 and 3
 PyTorch's `policy.step` within 1e-4, or nothing is written.
 
 How the graph is made: `torch.onnx.export(dynamo=False)` (the TorchScript-based exporter;
-the dynamo one needs onnxscript, not a dependency here) traces `policy.step` on a deep copy
-of the policy in which a few modules are swapped for export forms with the same weights and
-the same maths, each checked by the parity above:
-- the causal Transformer's step (`_OneStepKV`): its general mask uses `cummax`, which ONNX
-  lacks; one step with no reset inside needs no such mask;
-- code that sizes tensors with a Python int B (`view(B, ...)`, `expand(*x.shape, ...)`,
-  nn.MultiheadAttention's `bsz * heads`) is traced with B as a constant; the LSTM step,
-  the Transformer block, attention and the GMM mode are rewritten batch-agnostic so the
-  batch axis stays dynamic. An ablation module not covered (e.g. `tl-mha`, `linear`
-  summarisers) falls back to a batch-1 graph (`export_check.batch` says which); `pool`
-  (adaptive pooling) does not export.
+the dynamo one needs onnxscript, not a dependency here) traces `policy.step` itself, with a
+dynamic batch axis. The model code is written to be traced: no tensor is sized by a Python
+int B (a trace would keep it as a constant) and every op has an ONNX form (attention is
+plain ops, not nn.MultiheadAttention; no `cummax`, no adaptive pooling). A module that
+breaks this fails the check above at batch 1 or 3, and the error says so.
 TorchScript (`--format torchscript`, secondary): torch.jit.trace of the same step. Its archive
 keeps constants in a pickle-format record read by torch's restricted unpickler, and
 torch.jit is deprecated upstream; the ONNX export has no pickle anywhere.
@@ -57,7 +51,6 @@ torch.jit is deprecated upstream; the ONNX export has no pickle anywhere.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import sys
@@ -68,12 +61,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import tyro
 from torch import nn
 
 from ttm_policy import __version__
-from ttm_policy.baselines import CachedBlock, CausalTransformerCore, LSTMCore, rope
+from ttm_policy.baselines import CausalTransformerCore
 from ttm_policy.checkpoint import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -81,7 +73,6 @@ from ttm_policy.checkpoint import (
     atomic_directory,
     load_pretrained,
 )
-from ttm_policy.heads import GMMHead
 from ttm_policy.policy import TTMPolicy, is_image_key
 
 SPEC_NAME = "policy_spec.json"
@@ -91,6 +82,7 @@ MODEL_NAMES = {"onnx": "policy.onnx", "torchscript": "policy.pt"}
 ACTION_OUTPUT = "action_chunk"
 DEFAULT_HZ = 20.0  # robosuite's and PointCue's control rate
 TOLERANCE = 1e-4  # max |ONNX - PyTorch| the export check accepts (actions and float state)
+BATCHES = (1, 3)  # batch sizes the export check streams (the graph's batch axis is dynamic)
 
 STATE_NAMES = {
     "ttm": ("memory",),
@@ -127,135 +119,6 @@ def _as_tuple(state) -> tuple[torch.Tensor, ...]:
     return (state,) if isinstance(state, torch.Tensor) else tuple(state)
 
 
-def _block(block: CachedBlock, x, pos, ck, cv, allowed):
-    """`CachedBlock.forward` (eval) with batch-agnostic reshapes: the block's
-    `view(B, S', 3, H, -1)` is traced with B as a constant."""
-    qkv = block.qkv(block.norm1(x)).unflatten(-1, (3, block.heads, -1))  # (B, S', 3, Hh, Dh)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, Hh, S', Dh) each
-    q, k = rope(q, pos), rope(k, pos)
-    k, v = torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)  # (B, Hh, S+S', Dh)
-    att = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])  # (B, Hh, S', Dh)
-    x = x + block.proj(att.transpose(1, 2).flatten(2))  # (B, S', D)
-    return x + block.mlp(block.norm2(x)), k, v
-
-
-class _OneStepKV(nn.Module):
-    """`CausalTransformerCore.step` for export: one step, never a reset inside it (a runtime
-    starts an episode by loading the initial state). Same blocks and weights, same result;
-    only the attention mask is simpler: the core's general mask (episodes starting inside a
-    window) uses `cummax`, which ONNX lacks. For one step without a reset every new token may
-    attend to every valid cached token and to all tokens of its own step."""
-
-    def __init__(self, core: CausalTransformerCore):
-        super().__init__()
-        if core.cfg.window is None:
-            raise ExportError(
-                "transformer.window=None keeps every past step (a cache that grows without "
-                "bound); a controller needs a fixed-size state: train with a window"
-            )
-        self.core = core
-        self.out_tokens = core.out_tokens
-
-    def step(self, tokens: torch.Tensor, state):
-        """tokens (B, N, D), state (k, v (B, L, Hh, S, Dh), valid (B, S), pos (B,))."""
-        ck, cv, valid, pos = state
-        N = tokens.shape[1]
-        # Sizes come from the state inputs, never from a Python int B (traced as a constant).
-        new = torch.ones_like(pos, dtype=torch.bool)[:, None].expand(-1, N)  # (B, N)
-        ok = torch.cat([valid, new], dim=1)  # (B, S+N)
-        allowed = ok[:, None, :].expand(-1, N, -1)  # (B, N, S+N)
-        x = tokens + self.core.slot  # (B, N, D)
-        step_pos = pos[:, None].expand(-1, N)  # (B, N): every token of this step sits at pos
-        ks, vs = [], []
-        for layer, block in enumerate(self.core.blocks):
-            x, k, v = _block(
-                block, x, step_pos, ck[:, layer], cv[:, layer], allowed
-            )  # k (B, Hh, S+N, Dh)
-            ks.append(k)
-            vs.append(v)
-        # Keep the last S = (window-1)*N tokens: drop the oldest step's N.
-        k_new = torch.stack(ks, 1)[:, :, :, N:]  # (B, L, Hh, S, Dh)
-        v_new = torch.stack(vs, 1)[:, :, :, N:]
-        return self.core.norm(x), (k_new, v_new, ok[:, N:], pos + 1)
-
-
-class _OneStepLSTM(nn.Module):
-    """`LSTMCore.step` for export: the same modules and ops, but the batch stays symbolic (the
-    core's `tokens.reshape(B, T, -1)` is traced with B as a constant)."""
-
-    def __init__(self, core: LSTMCore):
-        super().__init__()
-        self.core = core
-        self.out_tokens = core.out_tokens
-
-    def step(self, tokens: torch.Tensor, state):
-        """tokens (B, N, D), state (h, c) each (B, L, Hd) -> out (B, 1, D), (h, c)."""
-        x = self.core.inp(tokens.flatten(1))[:, None]  # (B, 1, Hd)
-        h, c = (s.transpose(0, 1).contiguous() for s in state)  # (L, B, Hd)
-        y, (h, c) = self.core.lstm(x, (h, c))  # y (B, 1, Hd)
-        return self.core.out(y), (h.transpose(0, 1), c.transpose(0, 1))  # (B, 1, D)
-
-
-class _PlainAttention(nn.Module):
-    """`nn.MultiheadAttention` (batch_first, packed in-projection) in plain ops, same weights.
-
-    Its own forward, traced, bakes the batch size into reshapes (`bsz * num_heads`), so the
-    graph would only run at the traced batch; and its inference fast path is one fused op
-    with no ONNX form. Here the batch stays symbolic."""
-
-    def __init__(self, mha: nn.MultiheadAttention):
-        super().__init__()
-        if not (mha.batch_first and mha._qkv_same_embed_dim and mha.in_proj_bias is not None):
-            raise ExportError(
-                "an nn.MultiheadAttention without batch_first / packed in-projection / bias: "
-                "the exporter does not handle it"
-            )
-        if mha.bias_k is not None or mha.add_zero_attn:
-            raise ExportError("nn.MultiheadAttention with bias_k / add_zero_attn is not exported")
-        self.mha = mha
-
-    def forward(self, query, key, value, need_weights=True, average_attn_weights=True, **_):
-        m = self.mha
-        H = m.num_heads
-        wq, wk, wv = m.in_proj_weight.chunk(3)
-        bq, bk, bv = m.in_proj_bias.chunk(3)
-        q = F.linear(query, wq, bq).unflatten(-1, (H, -1)).transpose(1, 2)  # (B, H, Lq, Dh)
-        k = F.linear(key, wk, bk).unflatten(-1, (H, -1)).transpose(1, 2)  # (B, H, Lk, Dh)
-        v = F.linear(value, wv, bv).unflatten(-1, (H, -1)).transpose(1, 2)  # (B, H, Lk, Dh)
-        w = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (B, H, Lq, Lk)
-        w = w.softmax(-1)
-        out = m.out_proj((w @ v).transpose(1, 2).flatten(-2))  # (B, Lq, D)
-        if not need_weights:
-            return out, None
-        return out, w.mean(1) if average_attn_weights else w
-
-
-def _plain_attention(root: nn.Module) -> None:
-    """Replace every nn.MultiheadAttention under `root` by `_PlainAttention` (in place)."""
-    for module in list(root.modules()):
-        for name, child in module.named_children():
-            if isinstance(child, nn.MultiheadAttention):
-                setattr(module, name, _PlainAttention(child))
-
-
-class _GMMMode(nn.Module):
-    """`GMMHead` whose `predict` (the mean of the most likely component) keeps the batch
-    symbolic: the head's `expand(*best.shape, 1, A)` is traced with B as a constant."""
-
-    def __init__(self, head: GMMHead):
-        super().__init__()
-        self.head = head
-
-    def forward(self, features: torch.Tensor):
-        return self.head(features)
-
-    def predict(self, params, sample: bool = False) -> torch.Tensor:
-        logits, means, _ = params  # (..., K, Mo), (..., K, Mo, A)
-        best = logits.argmax(-1)  # (..., K)
-        idx = best[..., None, None].expand(*([-1] * best.ndim), 1, means.shape[-1])
-        return means.gather(-2, idx).squeeze(-2)  # (..., K, A)
-
-
 def _empty(ref: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """A zero-sized (B, *shape) tensor, B taken from `ref` (B, ...) so it stays symbolic."""
     z = shape.index(0)
@@ -269,7 +132,7 @@ def _empty(ref: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> tor
 
 class ControlStep(nn.Module):
     """The graph: (*observations in `obs_keys` order, *kept state) -> (action_chunk, *new
-    kept state). A deep copy of the policy; the caller's policy is not touched."""
+    kept state), by `policy.step` (the policy in eval mode)."""
 
     def __init__(self, policy: TTMPolicy):
         super().__init__()
@@ -279,15 +142,15 @@ class ControlStep(nn.Module):
                 "PolicyConfig.sample_actions=True: a sampling head has no deterministic graph; "
                 "export with sample_actions=False (the most likely action)"
             )
+        if isinstance(policy.core, CausalTransformerCore) and policy.core.cfg.window is None:
+            raise ExportError(
+                "transformer.window=None keeps every past step (a cache that grows without "
+                "bound); a controller needs a fixed-size state: train with a window"
+            )
+        if policy.training:
+            raise ExportError("the policy is in training mode (dropout): call policy.eval()")
         self.obs_keys = cfg.obs_keys
-        self.policy = copy.deepcopy(policy).eval()
-        if isinstance(self.policy.core, CausalTransformerCore):
-            self.policy.core = _OneStepKV(self.policy.core)
-        elif isinstance(self.policy.core, LSTMCore):
-            self.policy.core = _OneStepLSTM(self.policy.core)
-        if isinstance(self.policy.head, GMMHead):
-            self.policy.head = _GMMMode(self.policy.head)
-        _plain_attention(self.policy)
+        self.policy = policy
         init = policy.init_state(1)
         self.single = isinstance(init, torch.Tensor)
         init = _as_tuple(init)
@@ -380,17 +243,35 @@ class _Tracing:
         self.warnings.__exit__(*exc)
 
 
-def _onnx_at(step: ControlStep, policy: TTMPolicy, path: Path, opset: int, dynamic: bool):
+def _traced(step: ControlStep, policy: TTMPolicy, write, check) -> dict:
+    """Trace with `write(args)` at batch 2 (so no size-1 dimension is taken for a broadcast
+    one), then `check()` the graph at batch 1 and 3; any failure is an ExportError."""
+    args = (*example_inputs(policy, 2), *initial_state(step, policy, 2))
+    try:
+        with _Tracing():
+            write(args)
+        return {**check(), "batch": "dynamic"}
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(
+            f"export of the {policy.cfg.core} policy failed: {type(e).__name__}: "
+            f"{str(e)[:500]} (an op without an ONNX form: write it in ops that have one; a "
+            "shape error at batch 1 or 3: some module sizes a tensor by a Python int B, e.g. "
+            "view(B, ...) or expand(x.shape[0], ...): use flatten/unflatten, expand(-1, ...), "
+            "*_like)"
+        ) from e
+
+
+def _write_onnx(step: ControlStep, policy: TTMPolicy, path: Path, opset: int) -> dict:
     import onnx
     import onnxruntime as ort
 
     names = step.kept_names
     inputs = [*policy.cfg.obs_keys, *names]
     outputs = [ACTION_OUTPUT, *(f"new_{n}" for n in names)]
-    # A dynamic batch is traced at 2, so no size-1 dimension is taken for a broadcast one.
-    B = 2 if dynamic else 1
-    args = (*example_inputs(policy, B), *initial_state(step, policy, B))
-    with _Tracing():
+
+    def write(args):
         # The TorchScript-based exporter: the dynamo one needs onnxscript, not a dependency.
         torch.onnx.export(
             step,
@@ -399,62 +280,37 @@ def _onnx_at(step: ControlStep, policy: TTMPolicy, path: Path, opset: int, dynam
             dynamo=False,
             input_names=inputs,
             output_names=outputs,
-            dynamic_axes={n: {0: "batch"} for n in inputs + outputs} if dynamic else None,
+            dynamic_axes={n: {0: "batch"} for n in inputs + outputs},
             opset_version=opset,
             do_constant_folding=True,
         )
-    onnx.checker.check_model(str(path), full_check=True)
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # a failing dynamic-batch check is handled, not logged
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        onnx.checker.check_model(str(path), full_check=True)
 
-    def run(obs, state):
-        feed = {n: x.numpy() for n, x in zip(inputs, [*obs, *state])}
-        return [torch.from_numpy(y) for y in session.run(outputs, feed)]
+    def check():
+        options = ort.SessionOptions()
+        options.log_severity_level = 4  # quiet: a failure raises, with its message
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    return _check(policy, step, run, batches=(1, 3) if dynamic else (1,))
+        def run(obs, state):
+            feed = {n: x.numpy() for n, x in zip(inputs, [*obs, *state])}
+            return [torch.from_numpy(y) for y in session.run(outputs, feed)]
 
+        return _check(policy, step, run, BATCHES)
 
-def _write_onnx(step: ControlStep, policy: TTMPolicy, path: Path, opset: int) -> dict:
-    """A graph with a dynamic batch axis if it checks out at batch 1 and 3; otherwise (an
-    ablation module that traces its batch size as a constant, e.g. `expand(x.shape[0], ...)`)
-    a batch-1 graph, which is all the runtime needs."""
-    try:
-        return {**_onnx_at(step, policy, path, opset, dynamic=True), "batch": "dynamic"}
-    except Exception as e:  # noqa: BLE001 - any failure of the dynamic graph: try batch 1
-        dynamic_error = f"{type(e).__name__}: {str(e)[:300]}"
-    try:
-        check = _onnx_at(step, policy, path, opset, dynamic=False)
-    except ExportError:
-        raise
-    except Exception as e:
-        raise ExportError(
-            f"ONNX export of the {policy.cfg.core} policy failed: {type(e).__name__}: "
-            f"{str(e)[:500]}"
-        ) from e
-    return {**check, "batch": 1, "dynamic_batch_error": dynamic_error}
-
-
-def _torchscript_at(step: ControlStep, policy: TTMPolicy, path: Path, dynamic: bool) -> dict:
-    B = 2 if dynamic else 1
-    args = (*example_inputs(policy, B), *initial_state(step, policy, B))
-    with _Tracing():
-        torch.jit.trace(step, args, check_trace=False).save(str(path))
-        loaded = torch.jit.load(str(path))  # deprecated upstream in favour of torch.export
-    run = lambda obs, state: list(loaded(*obs, *state))  # noqa: E731
-    return _check(policy, step, run, batches=(1, 3) if dynamic else (1,))
+    return _traced(step, policy, write, check)
 
 
 def _write_torchscript(step: ControlStep, policy: TTMPolicy, path: Path) -> dict:
-    """torch.jit.trace of the same step, batch as for ONNX. Note: a TorchScript archive keeps
-    its constants in a pickle-format record (read by torch's restricted unpickler); the ONNX
-    export has no pickle anywhere."""
-    try:
-        return {**_torchscript_at(step, policy, path, dynamic=True), "batch": "dynamic"}
-    except Exception as e:  # noqa: BLE001 - any failure of the dynamic graph: try batch 1
-        dynamic_error = f"{type(e).__name__}: {str(e)[:300]}"
-    check = _torchscript_at(step, policy, path, dynamic=False)
-    return {**check, "batch": 1, "dynamic_batch_error": dynamic_error}
+    """torch.jit.trace of the same step (its archive holds a pickle record: see the top)."""
+
+    def write(args):
+        torch.jit.trace(step, args, check_trace=False).save(str(path))
+
+    def check():
+        loaded = torch.jit.load(str(path))  # deprecated upstream in favour of torch.export
+        return _check(policy, step, lambda obs, state: list(loaded(*obs, *state)), BATCHES)
+
+    return _traced(step, policy, write, check)
 
 
 def _control_hz(checkpoint: Path, override: float | None) -> float:

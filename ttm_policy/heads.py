@@ -112,8 +112,8 @@ class GMMHead(nn.Module):
         if sample:
             return self.distribution(params).sample()  # (..., K, A)
         logits, means, _ = params
-        best = logits.argmax(-1)  # (..., K)
-        idx = best[..., None, None].expand(*best.shape, 1, self.A)  # (..., K, 1, A)
+        best = logits.argmax(-1)[..., None, None]  # (..., K, 1, 1)
+        idx = best.expand_as(means[..., :1, :])  # (..., K, 1, A); sizes from a tensor (export)
         return means.gather(-2, idx).squeeze(-2)  # (..., K, A)
 
 

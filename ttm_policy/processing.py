@@ -1,12 +1,14 @@
 """Processing units: what the TTM does with the R tokens it read (paper §3.2).
 
-Dimensions: B batch, R tokens, D width. Every unit maps (B, R, D) -> (B, R, D) and ends
-with a LayerNorm, as the official module's encoders do.
+Dimensions: B batch, R tokens, D width, H heads, Dh = D / H head width; for attention,
+Lq query and Lk key tokens. Every unit maps (B, R, D) -> (B, R, D) and ends with a
+LayerNorm, as the official module's encoders do.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -17,19 +19,63 @@ def mlp(dim: int, hidden: int, dropout: float = 0.0, out: int | None = None) -> 
     )
 
 
+class Attention(nn.Module):
+    """Multi-head attention, batch first: `nn.MultiheadAttention`'s maths, parameters (names,
+    shapes, init) and state-dict keys, with bias and without `bias_k` / `add_zero_attn`.
+
+    Why not nn.MultiheadAttention itself: traced for export, its forward bakes the batch size
+    into a reshape (`bsz * num_heads`) and its inference fast path is one fused op with no
+    ONNX form. Here no reshape names the batch, so a traced graph keeps B dynamic.
+    """
+
+    def __init__(self, *, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"Attention dim={dim} must be divisible by heads={heads}")
+        self.heads, self.dropout = heads, dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))  # q, k, v stacked
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)  # as nn.MultiheadAttention
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, *, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, Lq, D) queries, or (Lq, D) shared by every sample; context (B, Lk, D) keys and
+        values (None: self-attention, context = x). -> out (B, Lq, D), and with `need_weights`
+        the attention weights (B, Lq, Lk) averaged over heads (else None)."""
+        W, b, D = self.in_proj_weight, self.in_proj_bias, self.out_proj.in_features
+        if context is None:  # one projection for q, k and v
+            q, k, v = F.linear(x, W, b).chunk(3, dim=-1)  # (B, L, D) each
+        else:
+            q = F.linear(x, W[:D], b[:D])  # (B, Lq, D) or (Lq, D)
+            k, v = F.linear(context, W[D:], b[D:]).chunk(2, dim=-1)  # (B, Lk, D) each
+        q, k, v = (y.unflatten(-1, (self.heads, -1)).transpose(-2, -3) for y in (q, k, v))
+        # q (B, H, Lq, Dh) or (H, Lq, Dh); k, v (B, H, Lk, Dh)
+        p = self.dropout if self.training else 0.0
+        if need_weights:  # explicit softmax: the fused kernel does not return weights
+            w = ((q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)).softmax(-1)  # (B, H, Lq, Lk)
+            att = F.dropout(w, p) @ v  # (B, H, Lq, Dh)
+        else:
+            w, att = None, F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        out = self.out_proj(att.transpose(-2, -3).flatten(-2))  # (B, Lq, D)
+        return out, None if w is None else w.mean(-3)
+
+
 class Block(nn.Module):
     """Pre-LayerNorm Transformer block: x + attn(LN(x)); x + mlp(LN(x))."""
 
     def __init__(self, *, dim: int, heads: int, mlp_dim: int, dropout: float = 0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.attn = Attention(dim=dim, heads=heads, dropout=dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = mlp(dim, mlp_dim, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm1(x)
-        x = x + self.attn(h, h, h, need_weights=False)[0]
+        x = x + self.attn(h)[0]
         return x + self.mlp(self.norm2(x))
 
 

@@ -10,8 +10,9 @@ The weights are what memory introspection draws: which tokens were read / writte
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ttm_policy.processing import Attention
 
 
 class TokenLearner(nn.Module):
@@ -43,12 +44,11 @@ class TokenLearnerMHA(nn.Module):
     def __init__(self, *, dim: int, num_tokens: int, heads: int = 8):
         super().__init__()
         self.queries = nn.Parameter(torch.randn(num_tokens, dim) * 0.02)  # BERT-style init
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.attn = Attention(dim=dim, heads=heads)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q = self.queries.expand(x.shape[0], -1, -1)  # (B, K, D)
-        out, weights = self.attn(q, x, x, need_weights=True, average_attn_weights=True)
-        return out, weights  # (B, K, D), (B, K, S) averaged over heads
+        # The (K, D) queries are shared by the batch: broadcast, never expanded to a size B.
+        return self.attn(self.queries, x, need_weights=True)  # (B, K, D), (B, K, S) head mean
 
 
 class LinearSummariser(nn.Module):
@@ -63,20 +63,29 @@ class LinearSummariser(nn.Module):
             raise ValueError(
                 f"linear summariser expects {self.logits.shape[1]} tokens, got {x.shape[1]}"
             )
-        weights = self.logits.softmax(-1).to(x.dtype).expand(x.shape[0], -1, -1)  # (B, K, S)
-        return weights @ x, weights
+        weights = self.logits.softmax(-1).to(x.dtype)  # (K, S), broadcast over the batch
+        return weights @ x, weights.expand(x.shape[0], -1, -1)  # (B, K, D), (B, K, S)
 
 
 class PoolSummariser(nn.Module):
-    """`pool` ablation: parameter-free average pooling of the S tokens into K groups."""
+    """`pool` ablation: parameter-free average pooling of the S tokens into K groups.
+
+    `F.adaptive_avg_pool1d`'s groups (output k averages tokens floor(kS/K) to
+    ceil((k+1)S/K) - 1), written as a (K, S) averaging matrix: ONNX has no adaptive pooling
+    where K does not divide S. Weights None: pooling is no learned read/write to draw.
+    """
 
     def __init__(self, *, num_tokens: int):
         super().__init__()
         self.num_tokens = num_tokens
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        out = F.adaptive_avg_pool1d(x.transpose(1, 2), self.num_tokens).transpose(1, 2)  # (B, K, D)
-        return out, None
+        S, K = x.shape[1], self.num_tokens
+        k = torch.arange(K, device=x.device)[:, None]  # (K, 1)
+        s = torch.arange(S, device=x.device)  # (S,)
+        group = (s >= k * S // K) & (s < ((k + 1) * S + K - 1) // K)  # (K, S)
+        pool = group / group.sum(-1, keepdim=True)  # (K, S), rows sum to 1
+        return pool.to(x.dtype) @ x, None  # (B, K, D)
 
 
 class AddEraseWrite(nn.Module):

@@ -5,6 +5,7 @@ Plus the spec's contents, the CLI, TorchScript, and refusals."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -171,19 +172,26 @@ def test_refusals(stats, tmp_path, capsys):
     with pytest.raises(ExportError, match="sample_actions"):
         export(tmp_path / "s", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    policy = tiny_policy("transformer", stats)
+    cfg = replace(policy.cfg, transformer=replace(policy.cfg.transformer, window=None))
+    TTMPolicy(cfg, stats).save_pretrained(tmp_path / "w")
+    with pytest.raises(ExportError, match="window=None"):
+        export(tmp_path / "w", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
-def test_module_that_fixes_its_batch_falls_back_to_a_batch_1_graph(episode, stats, tmp_path):
-    """`tl-mha` sizes its queries with a Python int B: the graph keeps batch 1 and still
-    matches PyTorch (the runtime runs batch 1)."""
-    from dataclasses import replace
-
+@pytest.mark.parametrize("summariser", ["tl-mha", "linear", "pool"])
+def test_ablation_summarisers_export_with_a_dynamic_batch(summariser, episode, stats, tmp_path):
+    """The ablations once traced their batch size as a constant (`tl-mha`, `linear`) or had
+    no ONNX form (`pool`): they export like the rest and match PyTorch."""
     policy = tiny_policy("ttm", stats)
-    cfg = replace(policy.cfg, ttm=replace(policy.cfg.ttm, summariser="tl-mha"))
-    policy = TTMPolicy(cfg, stats).eval()
-    out = export_tiny(tmp_path, policy, "mha")
+    N = policy.cfg.num_tokens  # `linear` mixes a fixed number of tokens
+    ttm = replace(policy.cfg.ttm, summariser=summariser, input_tokens=N)
+    policy = TTMPolicy(replace(policy.cfg, ttm=ttm), stats).eval()
+    out = export_tiny(tmp_path, policy, summariser)
     spec = json.loads((out / SPEC_NAME).read_text())
-    assert spec["export_check"]["batch"] == 1 and "dynamic_batch_error" in spec["export_check"]
+    assert spec["export_check"]["batch"] == "dynamic"
+    assert spec["export_check"]["batches"] == [1, 3]
     runtime = OnnxPolicy(out)
     policy.reset()
     for obs in episode[0][:20]:
