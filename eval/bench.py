@@ -48,6 +48,24 @@ def _machine() -> dict:
     }
 
 
+def _bar_png(path: Path, labels: list[str], values: list[float], ylabel: str, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels)), 3.5))
+    ax.bar(range(len(labels)), values)
+    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _write(out: Path, name: str, payload: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.json"
@@ -364,7 +382,14 @@ class TrainThroughput:
             "machine": _machine(),
             "results": results,
         }
-        print(f"wrote {_write(self.out, 'train_throughput', payload)}")
+        png = _bar_png(
+            self.out / "train_throughput.png",
+            list(results),
+            [r["images_per_s"] for r in results.values()],
+            "camera images / s",
+            f"BC training throughput on {self.device}, batch {self.batch_size} x T={self.window}",
+        )
+        print(f"wrote {_write(self.out, 'train_throughput', payload)} and {png}")
         return payload
 
 
@@ -691,7 +716,14 @@ class RolloutThroughput:
             "machine": _machine(),
             "results": results,
         }
-        print(f"wrote {_write(self.out, 'rollout_throughput', payload)}")
+        png = _bar_png(
+            self.out / "rollout_throughput.png",
+            list(results),
+            [r["env_steps_per_s"] for r in results.values()],
+            "env steps / s",
+            f"{self.task} in gymnasium vector envs (images / no_images, envs)",
+        )
+        print(f"wrote {_write(self.out, 'rollout_throughput', payload)} and {png}")
         return payload
 
 

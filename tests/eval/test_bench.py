@@ -70,6 +70,7 @@ def test_train_throughput_on_the_robomimic_fixture(tmp_path):
     )
     r = json.loads((tmp_path / "train_throughput.json").read_text())["results"]["ttm"]
     assert r["images_per_s"] == 2 * r["frames_per_s"] > 0  # two cameras
+    assert (tmp_path / "train_throughput.png").stat().st_size > 5_000
 
 
 def test_console_script_help_and_exit_code():
@@ -116,3 +117,4 @@ def test_control_latency_and_rollout_throughput(tmp_path):
     r = json.loads((tmp_path / "rollout_throughput.json").read_text())["results"]
     assert set(r) == {"images/1", "images/2", "no_images/1", "no_images/2"}
     assert all(v["env_steps_per_s"] > 0 for v in r.values())
+    assert (tmp_path / "rollout_throughput.png").stat().st_size > 5_000
