@@ -20,44 +20,26 @@ only the single release step depends on the cue: measured, a TTM then stayed at 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from envs.collect import Args, collect
+from eval.quickstart import QuickstartConfig
+from eval.quickstart import train_config as quickstart_train_config
 from eval.rollout import format_result, rollout, wilson
 from train.train import TrainConfig, train
-from ttm_policy.policy import PolicyConfig, TTMPolicy
-from ttm_policy.ttm import TTMConfig
+from ttm_policy.policy import TTMPolicy
 
 EPISODES = 50  # rollouts per policy (the issue's 50)
 
 
 def train_config(dataset: Path, out: Path, policy: str) -> TrainConfig:
-    model = PolicyConfig(
-        dim=32,  # D: the task needs a red/grey pad and a position, not a big encoder
-        tokens_per_camera=4,
-        conv_channels=(8, 8, 16, 16),
-        head_hidden=64,
-        ttm=TTMConfig(memory_tokens=8, read_tokens=4, layers=1, heads=4, mlp_dim=64, bottleneck=32),
-    )
-    return TrainConfig(
-        dataset=dataset,
-        out=out,
-        policy=policy,
-        steps=500,
-        batch_size=16,
-        mode="episode",  # the cue (t < 5) and the release (t = 15) in one sequence
-        lr=2e-3,
-        warmup=50,
-        seed=0,
-        threads=1,
-        valid_every=0,
-        save_every=500,
-        log_every=50,
-        model=model,
-    )
+    """The quickstart's recipe (one source of truth), for `policy`, saving only at the end."""
+    recipe = quickstart_train_config(QuickstartConfig(steps=500, seed=0), dataset)
+    return replace(recipe, out=out, policy=policy, threads=1, save_every=500, log_every=50)
 
 
 @pytest.mark.slow
