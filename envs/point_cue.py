@@ -33,6 +33,8 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from envs import gl
+
 CAMERAS = ("agentview",)  # the cameras this env can render
 GOALS = np.array([[-0.25, 0.25], [0.25, 0.25]])  # (2, 2) goal pad centres (x, y) in metres
 GOAL_RADIUS = 0.05  # m; the point within this distance of a pad centre has reached it
@@ -135,7 +137,7 @@ class PointCueEnv(gym.Env):
         self.data = mujoco.MjData(self.model)
         self._n_substeps = round(CONTROL_DT / PHYSICS_DT)
         self._pad_ids = [self.model.geom(f"pad{i}").id for i in range(2)]
-        self._renderer: mujoco.Renderer | None = None  # made on first use, then reused
+        self._renderer: gl.Renderer | None = None  # made on first use, then reused
         self._t = 0  # env steps taken in this episode
         self._cue = 0  # index of the target pad
 
@@ -185,6 +187,7 @@ class PointCueEnv(gym.Env):
         return self._render() if self.render_mode == "rgb_array" else None
 
     def close(self) -> None:
+        """Free the renderer and its GL context (idempotent)."""
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
@@ -206,7 +209,9 @@ class PointCueEnv(gym.Env):
             lit = i == self._cue and self._t < self.cue_steps
             self.model.geom_rgba[gid] = CUE_RGBA if lit else PAD_RGBA
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
+            # gl.Renderer: frees its GL objects in its own context (mujoco.Renderer frees them in
+            # whichever is current, e.g. a robosuite env's), also when garbage-collected.
+            self._renderer = gl.Renderer(self.model, self.image_size, self.image_size)
             # Free the GL context before interpreter teardown unloads EGL (else noisy errors).
             atexit.register(_close_if_alive, weakref.ref(self))
         self._renderer.update_scene(self.data, camera=camera)

@@ -24,7 +24,7 @@ import mujoco
 import numpy as np
 
 import envs
-from envs.robosuite_tasks import DEFAULT_CAMERAS, RobosuiteTask
+from envs.robosuite_tasks import DEFAULT_CAMERAS, RenderContext, RobosuiteTask
 
 CONFIGS = {  # name: (shadowsize, offsamples, reflections)
     "robosuite default": (4096, 4, True),
@@ -37,13 +37,13 @@ CONFIGS = {  # name: (shadowsize, offsamples, reflections)
 
 def _apply(task: RobosuiteTask, shadowsize: int, offsamples: int, reflections: bool) -> None:
     """Set render quality on the live sim and recreate its render context."""
-    from robosuite.utils.binding_utils import MjRenderContextOffscreen
-
     sim = task.suite.sim
     sim.model._model.vis.quality.shadowsize = shadowsize
     sim.model._model.vis.quality.offsamples = offsamples
-    sim._render_context_offscreen = None
-    ctx = MjRenderContextOffscreen(sim, device_id=-1)
+    old, sim._render_context_offscreen = sim._render_context_offscreen, None
+    if old is not None:
+        old.free()  # in its own GL context
+    ctx = RenderContext(sim, device_id=-1)
     ctx.vopt.geomgroup[0], ctx.vopt.geomgroup[1] = 0, 1  # visual meshes only, as robosuite
     ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = int(reflections)
 

@@ -26,10 +26,16 @@ and planar reflections before the render context is made, and renders only the c
 for; `"robosuite"` keeps robosuite's settings. `python -m envs.render_bench` measures each
 (84x84 on Mesa llvmpipe: ~100 ms -> ~35 ms per frame). What remains is vertex work on the
 ~168k triangles of the Panda and pedestal visual meshes (hiding them renders in ~1 ms).
+
+GL contexts: several envs (and PointCue renderers) may live in one process, each with its own
+EGL context. The wrapper makes its context current before anything renders, and every render
+context is freed inside its own GL context, leaving the caller's current (`RenderContext`,
+`envs/gl.py`), whether by `close()` or later by the garbage collector (unclosed envs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
@@ -43,10 +49,11 @@ import gymnasium as gym  # noqa: E402
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 import robosuite  # noqa: E402
+import robosuite.environments.base  # noqa: E402
 from robosuite.controllers import load_composite_controller_config  # noqa: E402
 from robosuite.utils.binding_utils import MjRenderContextOffscreen  # noqa: E402
 
-from envs import experts  # noqa: E402
+from envs import experts, gl  # noqa: E402
 
 DEFAULT_CAMERAS = ("agentview", "robot0_eye_in_hand")
 LOW_DIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
@@ -55,6 +62,36 @@ RENDER_QUALITIES = ("fast", "robosuite")
 WRAPPER_KEY = "ttm_wrapper"
 # Wrapper settings that may be given as overrides to `make_from_robosuite_env_args`.
 WRAPPER_ARGS = ("cameras", "image_size", "horizon", "render_quality", "terminate_on_success")
+
+
+class RenderContext(MjRenderContextOffscreen):
+    """robosuite's offscreen render context, freed inside its own GL context (`envs/gl.py`).
+
+    robosuite's `MjRenderContext.__del__` frees the `mjrContext` in whatever GL context is
+    current and then unbinds it (`eglReleaseThread`). Its sim and render context reference each
+    other, so an env that is never closed, or one whose constructor raised after the context
+    was made (e.g. an unknown camera name), is freed by the cyclic garbage collector at an
+    arbitrary later moment: that deleted the framebuffer/textures of whichever env was rendering
+    then (same GL names in every context) and left it without a current context. `free()` is
+    idempotent; `close()` calls it explicitly and `__del__` is then a no-op."""
+
+    def free(self) -> None:
+        gl_ctx, con = self.__dict__.pop("gl_ctx", None), self.__dict__.pop("con", None)
+        if gl_ctx is not None:
+            gl.free_render_context(gl_ctx, con)
+
+    def update_offscreen_size(self, width: int, height: int) -> None:
+        self.gl_ctx.make_current()  # robosuite frees and remakes `con` here
+        super().update_offscreen_size(width, height)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter teardown: EGL may be unloaded
+            self.free()
+
+
+# robosuite makes its own render context (first reset, model reload) from this module global:
+# make those free themselves safely too (same class otherwise).
+robosuite.environments.base.MjRenderContextOffscreen = RenderContext
 
 
 def default_controller_config() -> dict[str, Any]:
@@ -86,7 +123,9 @@ def load_model_xml(env: gym.Env, xml: str) -> None:
     `reset_to({"model": xml})`: asset paths are remapped to the local robosuite, the sim is
     rebuilt and reset. Follow with `set_sim_state(states[0])`."""
     task: RobosuiteTask = env.unwrapped
-    task._make_gl_current()  # the old render context is freed inside: it must be current
+    ctx = task.suite.sim._render_context_offscreen
+    if ctx is not None:
+        ctx.free()  # robosuite drops the old sim (and context) inside: free it now, safely
     task.suite.reset_from_xml_string(remap_asset_paths(xml))
     task.suite.sim.reset()
     task.suite.sim.forward()
@@ -200,9 +239,11 @@ class RobosuiteTask(gym.Env):
         vis.quality.offsamples = 0  # no multisampled offscreen buffer
         h, w = self.image_hw
         vis.global_.offwidth, vis.global_.offheight = max(w, 1), max(h, 1)
-        self._make_gl_current()  # freeing a render context frees GL objects of the current one
+        old = sim._render_context_offscreen
         sim._render_context_offscreen = None
-        ctx = MjRenderContextOffscreen(sim, device_id=self.suite.render_gpu_device_id)
+        if old is not None:
+            old.free()  # in its own GL context (RenderContext)
+        ctx = RenderContext(sim, device_id=self.suite.render_gpu_device_id)
         ctx.vopt.geomgroup[0] = 1 if self.suite.render_collision_mesh else 0
         ctx.vopt.geomgroup[1] = 1 if self.suite.render_visual_mesh else 0
         # Planar reflections re-render the scene once more per reflective geom (table, floor;
@@ -210,10 +251,9 @@ class RobosuiteTask(gym.Env):
         ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
 
     def _make_gl_current(self) -> None:
-        """robosuite never makes its EGL context current before rendering, and frees a render
-        context's GL objects in whatever context is current: with several envs in one process,
-        closing one used to wipe another's textures (it then rendered garbage). Call before
-        anything that renders or frees (reset, step, get_obs, render, close, model reload)."""
+        """robosuite never makes its EGL context current before rendering: with several envs
+        (or PointCue renderers) in one process, another one's context may be current. Call
+        before anything that renders (reset, step, get_obs, render, model reload)."""
         ctx = self.suite.sim._render_context_offscreen if self.cameras else None
         if ctx is not None:
             ctx.gl_ctx.make_current()
@@ -287,8 +327,12 @@ class RobosuiteTask(gym.Env):
         return self._observe(raw), float(reward), terminated, truncated, info
 
     def close(self):
+        """Free the render context (in its own GL context) and the sim; idempotent."""
         if getattr(self, "suite", None) is not None:
-            self._make_gl_current()  # see _make_gl_current: free our GL objects, not another's
+            sim = getattr(self.suite, "sim", None)
+            ctx = getattr(sim, "_render_context_offscreen", None)
+            if ctx is not None:
+                ctx.free()  # now, not whenever the garbage collector gets to it
             self.suite.close()
             self.suite = None
 

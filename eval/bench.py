@@ -93,26 +93,38 @@ def make_cores(dim: int, tokens: int, layers: int, window: int) -> dict[str, tor
 
 
 @torch.no_grad()
-def time_step(core, history: int, tokens: int, dim: int, repeats: int, chunk: int = 32) -> dict:
-    """Median seconds of one `step` at batch 1 after `history` earlier steps, and state bytes."""
-    state = core.init_memory(1)
-    done = 0
-    while done < history:  # build the real state by streaming the history in chunks
-        n = min(chunk, history - done)
-        _, state = core(torch.randn(1, n, tokens, dim), state)
-        done += n
+@torch.no_grad()
+def time_steps(
+    core, histories, tokens: int, dim: int, repeats: int, chunk: int = 32
+) -> dict[int, dict]:
+    """Median ms of one `step` at batch 1 after each history length, and the state's bytes.
+
+    The states for every history are built first (by really streaming that many steps), then
+    timed in interleaved rounds (one step per history per round), so that load on a shared
+    machine drifts over all history lengths alike and the ratios stay meaningful.
+    """
+    states, state, done = {}, core.init_memory(1), 0
+    for h in sorted(histories):
+        while done < h:  # build the real state by streaming the history in chunks
+            n = min(chunk, h - done)
+            _, state = core(torch.randn(1, n, tokens, dim), state)
+            done += n
+        states[h] = state
     x = torch.randn(1, tokens, dim)
-    for _ in range(3):
-        core.step(x, state)  # warm-up; the state is not advanced
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        core.step(x, state)
-        times.append(time.perf_counter() - t0)
+    times: dict[int, list[float]] = {h: [] for h in histories}
+    for r in range(repeats + 3):
+        for h in histories:
+            t0 = time.perf_counter()
+            core.step(x, states[h])  # the state is not advanced
+            if r >= 3:  # the first rounds warm up
+                times[h].append(time.perf_counter() - t0)
     return {
-        "median_ms": 1e3 * statistics.median(times),
-        "p90_ms": 1e3 * sorted(times)[int(0.9 * repeats)],
-        "state_bytes": num_bytes(state),
+        h: {
+            "median_ms": 1e3 * statistics.median(ts),
+            "p90_ms": 1e3 * sorted(ts)[int(0.9 * (len(ts) - 1))],
+            "state_bytes": num_bytes(states[h]),
+        }
+        for h, ts in times.items()
     }
 
 
@@ -141,10 +153,11 @@ class StepLatency:
         torch.manual_seed(0)
         torch.set_num_threads(self.threads)
         cores = make_cores(self.dim, self.tokens, self.layers, self.window)
-        results: dict[str, dict[int, dict]] = {name: {} for name in cores}
-        jobs = [(n, h) for n in cores for h in self.histories]
-        for name, h in tqdm(jobs, desc="step-latency", unit="point"):
-            results[name][h] = time_step(cores[name].eval(), h, self.tokens, self.dim, self.repeats)
+        results: dict[str, dict[int, dict]] = {}
+        for name in tqdm(cores, desc="step-latency", unit="core"):
+            results[name] = time_steps(
+                cores[name].eval(), self.histories, self.tokens, self.dim, self.repeats
+            )
         base = 16 if 16 in self.histories else self.histories[0]
         ratios = {
             name: {h: r[h]["median_ms"] / r[base]["median_ms"] for h in self.histories}

@@ -1,5 +1,8 @@
 """PointCue: observation contract, expert, cue invisibility, reproducibility, state round trip."""
 
+import ctypes
+import os
+
 import gymnasium as gym
 import mujoco
 import numpy as np
@@ -168,3 +171,22 @@ def test_bad_kwargs_name_the_problem():
         e.step(np.zeros(2))
     with pytest.raises(ValueError, match="cue"):
         e.reset(seed=0, options={"cue": 2})
+
+
+@pytest.mark.skipif(os.environ.get("MUJOCO_GL") != "egl", reason="checks the EGL binding")
+def test_closing_a_renderer_keeps_the_current_context():
+    """Closing one env's renderer frees its GL objects in its own context and leaves the
+    context that was current (another env's) current, untouched: mujoco.Renderer.close freed
+    in whichever context was current and then unbound it."""
+    from mujoco.egl import egl_ext
+
+    a, b = PointCueEnv(), PointCueEnv()
+    img_a = a.reset(seed=0)[0]["agentview_image"]
+    b.reset(seed=1)
+    a._renderer._gl_context.make_current()
+    ctx_a = ctypes.cast(egl_ext.eglGetCurrentContext(), ctypes.c_void_p).value
+    b.close()
+    b.close()  # idempotent
+    assert ctypes.cast(egl_ext.eglGetCurrentContext(), ctypes.c_void_p).value == ctx_a
+    assert np.array_equal(a.reset(seed=0)[0]["agentview_image"], img_a)
+    a.close()

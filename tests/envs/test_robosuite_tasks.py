@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -13,7 +14,8 @@ import pytest
 
 import envs
 from envs.env_args import make_from_env_args
-from envs.robosuite_tasks import LiftEnv, load_model_xml, remap_asset_paths
+from envs.point_cue import PointCueEnv
+from envs.robosuite_tasks import LiftEnv, RenderContext, load_model_xml, remap_asset_paths
 
 FIXTURE = (
     Path(
@@ -197,3 +199,38 @@ def test_closing_one_env_leaves_others_rendering():
     after, _ = a.reset(seed=0)
     np.testing.assert_array_equal(before["agentview_image"], after["agentview_image"])
     a.close()
+
+
+def test_garbage_collected_envs_leave_others_rendering():
+    """An env that is never closed, or one whose constructor raised after robosuite made its
+    render context, is freed by the cyclic garbage collector at some later moment, usually
+    while another env's GL context is current. That must not touch the other env's GL objects
+    (it used to delete them: wrong images from then on)."""
+    gc.disable()  # collect exactly where the test says
+    try:
+        a = LiftEnv(cameras=("agentview",), image_size=32)
+        before, _ = a.reset(seed=0)
+        with pytest.raises(ValueError, match="no camera"):
+            LiftEnv(cameras=("agentview", "nope"), image_size=32)  # half-built, then dropped
+        LiftEnv(cameras=("agentview",), image_size=32).reset(seed=1)  # never closed
+        leaked = PointCueEnv(image_size=16)
+        leaked.reset(seed=0)
+        leaked.cycle = leaked  # only the cyclic collector frees it
+        del leaked
+        a.unwrapped._make_gl_current()
+        assert gc.collect() > 0
+        after, _ = a.reset(seed=0)
+        np.testing.assert_array_equal(before["agentview_image"], after["agentview_image"])
+        a.close()
+    finally:
+        gc.enable()
+
+
+def test_close_frees_the_render_context_and_is_idempotent():
+    env = LiftEnv(cameras=("agentview",), image_size=16)
+    env.reset(seed=0)
+    ctx = env.suite.sim._render_context_offscreen
+    assert isinstance(ctx, RenderContext)
+    env.close()
+    assert "gl_ctx" not in vars(ctx) and "con" not in vars(ctx)  # freed now, not by the GC
+    env.close()
