@@ -29,7 +29,9 @@ def readme_commands() -> list[str]:
         for block in re.findall(r"```bash\n(.*?)```", text, re.S)
         for ln in block.splitlines()
     ]
-    lines += [c for c in re.findall(r"`([^`\n]+)`", text) if " " in c]  # inline commands with arguments
+    lines += [
+        c for c in re.findall(r"`([^`\n]+)`", text) if " " in c
+    ]  # inline commands with arguments
     cmds = []
     for ln in lines:
         ln = ln.split("  #")[0].strip()
