@@ -1,7 +1,7 @@
-"""`ttm-export`: one control step of a policy checkpoint as an ONNX graph (or TorchScript),
+"""`ttm-export`: one control step of a policy checkpoint as an ONNX graph,
 with a JSON spec, for a robot controller that runs without torch (see `ttm_policy.runtime`).
 
-    ttm-export --checkpoint runs/x/checkpoints/1000 --out exports/x [--format onnx|torchscript]
+    ttm-export --checkpoint runs/x/checkpoints/1000 --out exports/x [--format onnx]
 
 Dimensions: B batch (dynamic in the graph; the runtime uses 1), H, W image size, Dl a
 low-dim key's width, K action horizon, A action width; state shapes per core below.
@@ -44,9 +44,9 @@ dynamic batch axis. The model code is written to be traced: no tensor is sized b
 int B (a trace would keep it as a constant) and every op has an ONNX form (attention is
 plain ops, not nn.MultiheadAttention; no `cummax`, no adaptive pooling). A module that
 breaks this fails the check above at batch 1 or 3, and the error says so.
-TorchScript (`--format torchscript`, secondary): torch.jit.trace of the same step. Its archive
-keeps constants in a pickle-format record read by torch's restricted unpickler, and
-torch.jit is deprecated upstream; the ONNX export has no pickle anywhere.
+No TorchScript: a TorchScript archive keeps a pickle-format record, and this project loads
+no pickle from anyone else (and torch.jit is deprecated upstream). The ONNX export has no
+pickle anywhere; `--format` stays so that another pickle-free format can join it.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ from ttm_policy.policy import TTMPolicy, is_image_key
 SPEC_NAME = "policy_spec.json"
 SPEC_FORMAT = "ttm_policy.export"
 SPEC_VERSION = 1
-MODEL_NAMES = {"onnx": "policy.onnx", "torchscript": "policy.pt"}
+MODEL_NAMES = {"onnx": "policy.onnx"}
 ACTION_OUTPUT = "action_chunk"
 DEFAULT_HZ = 20.0  # robosuite's and PointCue's control rate
 TOLERANCE = 1e-4  # max |ONNX - PyTorch| the export check accepts (actions and float state)
@@ -300,19 +300,6 @@ def _write_onnx(step: ControlStep, policy: TTMPolicy, path: Path, opset: int) ->
     return _traced(step, policy, write, check)
 
 
-def _write_torchscript(step: ControlStep, policy: TTMPolicy, path: Path) -> dict:
-    """torch.jit.trace of the same step (its archive holds a pickle record: see the top)."""
-
-    def write(args):
-        torch.jit.trace(step, args, check_trace=False).save(str(path))
-
-    def check():
-        loaded = torch.jit.load(str(path))  # deprecated upstream in favour of torch.export
-        return _check(policy, step, lambda obs, state: list(loaded(*obs, *state)), BATCHES)
-
-    return _traced(step, policy, write, check)
-
-
 def _control_hz(checkpoint: Path, override: float | None) -> float:
     if override is not None:
         return float(override)
@@ -389,7 +376,7 @@ def _spec(policy: TTMPolicy, step: ControlStep, files: dict, **extra) -> dict:
 def export(
     checkpoint_dir: str | Path,
     out_dir: str | Path,
-    format: Literal["onnx", "torchscript"] = "onnx",
+    format: Literal["onnx"] = "onnx",
     *,
     control_hz: float | None = None,
     opset: int = 17,
@@ -410,10 +397,7 @@ def export(
     step = ControlStep(policy)
     model_name = MODEL_NAMES[format]
     with atomic_directory(out) as tmp:
-        if format == "onnx":
-            check = _write_onnx(step, policy, tmp / model_name, opset)
-        else:
-            check = _write_torchscript(step, policy, tmp / model_name)
+        check = _write_onnx(step, policy, tmp / model_name, opset)
         files: dict[str, str | None] = {model_name: None}
         spec = _spec(
             policy,
@@ -421,7 +405,7 @@ def export(
             files,
             model_format=format,
             model_file=model_name,
-            opset=opset if format == "onnx" else None,
+            opset=opset,
             control_hz=_control_hz(checkpoint, control_hz),
             checkpoint={
                 "path": str(checkpoint.resolve()),
@@ -446,8 +430,8 @@ class Args:
     """checkpoint directory (config.json + model.safetensors), e.g. runs/x/checkpoints/1000"""
     out: Path
     """output directory (created, or replaced if it holds an earlier export)"""
-    format: Literal["onnx", "torchscript"] = "onnx"
-    """onnx: for `ttm_policy.runtime` (numpy + onnxruntime); torchscript: torch.jit.load"""
+    format: Literal["onnx"] = "onnx"
+    """onnx, for `ttm_policy.runtime` (numpy + onnxruntime); no pickle-based formats (TorchScript)"""
     control_hz: float | None = None
     """control rate written to the spec; None: the checkpoint's `control_hz`, else 20"""
     opset: int = 17
