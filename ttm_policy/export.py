@@ -51,7 +51,6 @@ pickle anywhere; `--format` stays so that another pickle-free format can join it
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import warnings
@@ -74,6 +73,7 @@ from ttm_policy.checkpoint import (
     load_pretrained,
 )
 from ttm_policy.policy import TTMPolicy, is_image_key
+from ttm_policy.runtime import sha256  # torch-free; the runtime checks the same hashes
 
 SPEC_NAME = "policy_spec.json"
 SPEC_FORMAT = "ttm_policy.export"
@@ -105,14 +105,6 @@ DTYPES = {torch.float32: "float32", torch.bool: "bool", torch.int64: "int64", to
 
 class ExportError(RuntimeError):
     """The policy cannot be exported as asked; the message says why and what to change."""
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _as_tuple(state) -> tuple[torch.Tensor, ...]:

@@ -55,7 +55,8 @@ class PolicyLoadError(RuntimeError):
     """An export directory that cannot be run; the message names the file and the problem."""
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (export writes these, load checks them)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -141,7 +142,7 @@ class OnnxPolicy:
             f = self.directory / name
             if not f.is_file():
                 raise PolicyLoadError(f"{f}: missing (listed in {spec_path})")
-            if _sha256(f) != digest:
+            if sha256(f) != digest:
                 raise PolicyLoadError(
                     f"{f}: sha256 does not match {spec_path}: the file is corrupt or from "
                     "another export; re-export"

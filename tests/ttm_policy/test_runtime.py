@@ -25,7 +25,7 @@ from tests.ttm_policy.export_helpers import (
     stats_from,
     tiny_policy,
 )
-from ttm_policy.runtime import SPEC_NAME, OnnxPolicy, PolicyLoadError, _sha256
+from ttm_policy.runtime import SPEC_NAME, OnnxPolicy, PolicyLoadError, sha256
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -150,7 +150,7 @@ def _patch_spec(d: Path, **changes) -> None:
 
 def _rehash(d: Path, name: str) -> None:
     spec = json.loads((d / SPEC_NAME).read_text())
-    spec["files_sha256"][name] = _sha256(d / name)
+    spec["files_sha256"][name] = sha256(d / name)
     (d / SPEC_NAME).write_text(json.dumps(spec))
 
 
