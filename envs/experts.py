@@ -121,10 +121,17 @@ class ArmExpert:
         return np.clip(a, -1.0, 1.0).astype(np.float32)
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        hold = getattr(self.suite, "holding_still", None)
-        if hold is not None and hold():  # cued tasks: do not move during cue + delay
-            return self.suite.hold_action().astype(np.float32)
         self._remember_home()
+        hold = getattr(self.suite, "holding_still", None)
+        if hold is not None and hold():
+            # Cued tasks replace this step's action by "hold still". The label is the move the
+            # expert intends instead (as on PointCue): with hold-still labels no action label
+            # depends on the cue until the arm leaves, and BC learns to stand still and guess.
+            # The held step must not advance the expert's phases, so they are restored.
+            saved = dict(vars(self))
+            action = self.finish(self._act(obs))
+            self.__dict__.update(saved)
+            return action
         return self.finish(self._act(obs))
 
     def _act(self, obs: dict[str, np.ndarray]) -> np.ndarray:

@@ -745,21 +745,24 @@ class Results:
     """The results table: every temporal core on the same demonstrations and budget, per delay."""
 
     task: str = "PointCue"
-    """Memory task (envs.TASKS) taking `delay_steps`."""
+    """Task (envs.TASKS): PointCue, LiftCued, PlaceCued (with delays), Lift, PickPlaceCan, ..."""
     delays: tuple[int, ...] = (10, 30)
-    """Delay steps between the cue and the decision (short and long)."""
+    """Delay steps between the cue and the decision (short and long); none for tasks without
+    a cue (`--delays` with no value)."""
     cores: tuple[str, ...] = ("ttm", "ttm-memoryless", "lstm", "transformer", "none")
-    """Temporal cores to compare."""
-    episodes: int = 200
-    """Expert demonstrations per delay."""
+    """Temporal cores to run (the table lists every core evaluated so far)."""
+    episodes: int | None = None
+    """Expert demonstrations per delay; default: 200 on PointCue, 100 on robosuite tasks."""
     steps: int = 500
     """Training steps per core (the same budget for all)."""
     eval_episodes: int = 50
     """Evaluation episodes per cell."""
-    image_size: int = 32
-    """Camera side."""
+    image_size: int | None = None
+    """Camera side; default: 32 on PointCue, 64 on robosuite tasks."""
+    cameras: tuple[str, ...] | None = None
+    """Cameras; default: the task's own on PointCue, agentview on robosuite tasks."""
     out: Path = Path("runs/results")
-    """Where each run, compare.md, compare.png and results.json go."""
+    """Where each run, table_<task>/compare.md|png and results_<task>.json go."""
 
     def run(self) -> None:
         from eval.results import run_table
@@ -773,6 +776,7 @@ class Results:
             steps=self.steps,
             eval_episodes=self.eval_episodes,
             image_size=self.image_size,
+            cameras=self.cameras,
         )
 
 

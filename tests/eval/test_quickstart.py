@@ -33,3 +33,24 @@ def test_quickstart_tiny(tmp_path, capsys):
     run(cfg)  # everything is reused
     out = capsys.readouterr().out
     assert out.count("reusing") == 4
+
+
+def test_quickstart_robosuite_flag(tmp_path):
+    """`--task LiftCued` runs the same job on the robosuite memory task with its recipe: the
+    agentview camera at 64 px, robot and object poses, a 10-step delay after the cue."""
+    cfg = QuickstartConfig(
+        out=tmp_path / "qs", task="LiftCued", episodes=2, steps=2, eval_episodes=1, eval_envs=1
+    )
+    files = run(cfg)["files"]
+    env_args = json.loads((tmp_path / "qs/train/checkpoints/last/env_args.json").read_text())
+    kwargs = env_args["env_kwargs"]
+    assert env_args["env_name"] == "LiftCued" and kwargs["delay_steps"] == 10
+    assert kwargs["ttm_wrapper"]["cameras"] == ["agentview"]
+    assert kwargs["ttm_wrapper"]["image_size"] == [64, 64]
+    config = json.loads((tmp_path / "qs/train/checkpoints/last/config.json").read_text())
+    keys = config["policy"]["obs_keys"]
+    assert keys[0] == "agentview_image" and "object" in keys
+    report = (tmp_path / "qs" / "report.md").read_text()
+    assert "LiftCued" in report and "64x64" in report
+    assert (tmp_path / "qs" / "introspect" / "memory_cue1.png").stat().st_size > 0
+    assert files["report"].endswith("report.md")

@@ -1,0 +1,24 @@
+"""`ttm-bench results` at a tiny budget: cells are trained and evaluated once, reused after,
+and the table lists every core evaluated so far, whichever call ran it."""
+
+import json
+
+from eval.results import run_table
+
+
+def test_results_table_runs_reuses_and_merges_cores(tmp_path):
+    first = run_table("PointCue", (3,), ("ttm",), tmp_path, episodes=4, steps=2, eval_episodes=2)
+    assert list(first["rows"]) == ["PointCue/delay3/ttm"]
+    cell = tmp_path / "PointCue_delay3"
+    assert json.loads((cell / "demos.hdf5.summary.json").read_text())["episodes_kept"] == 4
+    stamp = (cell / "ttm" / "eval" / "eval.json").stat().st_mtime_ns
+
+    second = run_table("PointCue", (3,), ("none",), tmp_path, episodes=4, steps=2, eval_episodes=2)
+    assert list(second["rows"]) == ["PointCue/delay3/ttm", "PointCue/delay3/none"]
+    assert (cell / "ttm" / "eval" / "eval.json").stat().st_mtime_ns == stamp  # reused
+    row = second["rows"]["PointCue/delay3/none"]
+    assert row["episodes"] == 2 and row["train_steps"] == 2 and row["train_wall_s"] > 0
+    saved = json.loads((tmp_path / "results_PointCue.json").read_text())
+    assert saved["cores"] == ["ttm", "none"] and saved["demos"] == 4
+    table = (tmp_path / "table_PointCue" / "compare.md").read_text()
+    assert "| task | ttm | none |" in table and "/2, [" in table
