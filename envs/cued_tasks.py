@@ -1,7 +1,8 @@
 """Memory tasks on robosuite: the right action depends on a cue that is gone when it matters.
 
-`ttm/LiftCued-v0`  two identical red cubes (left, right). During the first `cue_steps`
-                   observations the target cube is green; then both are red again. Success:
+`ttm/LiftCued-v0`  two identical red cubes (left, right), each on a grey square. During the
+                   first `cue_steps` observations the square under the target cube is green;
+                   then both are grey again. Success:
                    the target cube lifted 4 cm. Lifting the other one ends the episode as a
                    failure (terminated, success False).
 `ttm/PlaceCued-v0` one red cube and two grey pads (left, right). During the cue the
@@ -52,11 +53,10 @@ class CuedTableEnv(ManipulationEnv):
     """Shared scaffolding: table scene, cue schedule, hold-still, cue in the saved state.
 
     Subclasses build their objects (`_add_objects`), name the geoms that show the cue
-    (`_cue_geom_names`, one per choice) and define `_check_success` / `_check_failure`.
+    (`_cue_geoms`: per choice, the geoms and their colours when not cued) and define `_check_success` / `_check_failure`.
     """
 
     N_CHOICES = 2
-    CUE_BASE_RGBA = RED
 
     def __init__(
         self,
@@ -99,9 +99,9 @@ class CuedTableEnv(ManipulationEnv):
             self.cue = int(np.random.default_rng([seed, CUE_SALT]).integers(self.N_CHOICES))
 
     def _show_cue(self, visible: bool) -> None:
-        for i, gid in enumerate(self._cue_geom_ids):
-            rgba = GREEN if (visible and i == self.cue) else self.CUE_BASE_RGBA
-            self.sim.model.geom_rgba[gid] = rgba
+        for i, geoms in enumerate(self._cue_geom_ids):
+            for gid, base in geoms:
+                self.sim.model.geom_rgba[gid] = GREEN if (visible and i == self.cue) else base
 
     def holding_still(self) -> bool:
         """True while the next step's action will be replaced by `hold_action`."""
@@ -167,7 +167,10 @@ class CuedTableEnv(ManipulationEnv):
 
     def _setup_references(self):
         super()._setup_references()
-        self._cue_geom_ids = [self.sim.model.geom_name2id(n) for n in self._cue_geom_names()]
+        self._cue_geom_ids = [  # per choice, (geom id, colour when not cued) of what turns green
+            [(self.sim.model.geom_name2id(n), rgba) for n, rgba in geoms]
+            for geoms in self._cue_geoms()
+        ]
 
     def _reset_internal(self):
         super()._reset_internal()
@@ -205,14 +208,41 @@ class CuedTableEnv(ManipulationEnv):
         return r * (self.reward_scale or 1.0)
 
 
+def _pad_bodies(centers: np.ndarray, half: float, rgba) -> list:
+    """Flat, visual-only squares on the table (no contacts): one body per centre (3,)."""
+    bodies = []
+    for i, c in enumerate(centers):
+        body = new_body(name=f"pad{i}", pos=(c[0], c[1], c[2] + 0.001))
+        body.append(
+            new_geom(
+                name=f"pad{i}_vis",
+                type="box",
+                size=(half, half, 0.001),
+                group=1,
+                rgba=rgba,
+                contype=0,
+                conaffinity=0,
+            )
+        )
+        bodies.append(body)
+    return bodies
+
+
 def _cube(name: str) -> BoxObject:
     return BoxObject(
         name=name, size_min=[CUBE_HALF] * 3, size_max=[CUBE_HALF] * 3, rgba=list(RED), material=None
     )
 
 
+MARK_Y = 0.12  # m, LiftCued's cubes start within MARK_HALF of (0, -MARK_Y) and (0, +MARK_Y)
+MARK_HALF = 0.06  # m, half side of the square under each cube's start area
+
+
 class LiftCued(CuedTableEnv):
-    """Two identical cubes; lift the one that was green during the cue."""
+    """Two identical red cubes, each on a grey square; lift the one whose square was green during
+    the cue. (The squares make the cue ~250 pixels at 64x64; when the cue was the cube itself
+    turning green, ~65 pixels, trained policies often missed it. The squares are visual only,
+    like PlaceCued's pads.)"""
 
     def _add_objects(self):
         self.cubes = [_cube("cube_left"), _cube("cube_right")]
@@ -222,8 +252,13 @@ class LiftCued(CuedTableEnv):
         ]
         return self.cubes, samplers
 
-    def _cue_geom_names(self):
-        return [c.visual_geoms[0] for c in self.cubes]
+    def _extra_bodies(self):
+        top = self.table_offset[2]
+        centers = np.array([[0.0, -MARK_Y, top], [0.0, MARK_Y, top]])
+        return _pad_bodies(centers, MARK_HALF, GREY)
+
+    def _cue_geoms(self):
+        return [[("pad0_vis", GREY)], [("pad1_vis", GREY)]]
 
     def _setup_references(self):
         super()._setup_references()
@@ -252,8 +287,6 @@ PAD_Y = 0.18  # m, pads at y = -PAD_Y (left) and +PAD_Y (right), x = 0
 class PlaceCued(CuedTableEnv):
     """One cube, two pads; put the cube on the pad that was green during the cue."""
 
-    CUE_BASE_RGBA = GREY
-
     def _add_objects(self):
         self.cube = _cube("cube")
         return [self.cube], [self._sampler("cube", self.cube, [-0.06, 0.0], [-0.06, 0.06])]
@@ -264,25 +297,10 @@ class PlaceCued(CuedTableEnv):
         return np.array([[0.0, -PAD_Y, top], [0.0, PAD_Y, top]])
 
     def _extra_bodies(self):
-        bodies = []
-        for i, c in enumerate(self.pad_centers()):
-            body = new_body(name=f"pad{i}", pos=(c[0], c[1], c[2] + 0.001))
-            body.append(
-                new_geom(
-                    name=f"pad{i}_vis",
-                    type="box",
-                    size=(PAD_HALF, PAD_HALF, 0.001),
-                    group=1,
-                    rgba=GREY,
-                    contype=0,
-                    conaffinity=0,
-                )
-            )
-            bodies.append(body)
-        return bodies
+        return _pad_bodies(self.pad_centers(), PAD_HALF, GREY)
 
-    def _cue_geom_names(self):
-        return ["pad0_vis", "pad1_vis"]
+    def _cue_geoms(self):
+        return [[("pad0_vis", GREY)], [("pad1_vis", GREY)]]
 
     def _setup_references(self):
         super()._setup_references()

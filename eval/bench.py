@@ -753,8 +753,9 @@ class Results:
     """Temporal cores to run (the table lists every core evaluated so far)."""
     episodes: int | None = None
     """Expert demonstrations per delay; default: 200 on PointCue, 100 on robosuite tasks."""
-    steps: int = 500
-    """Training steps per core (the same budget for all)."""
+    steps: int | None = None
+    """Training steps per core (the same budget for all); default: 1500 on LiftCued and
+    PlaceCued, 500 elsewhere."""
     eval_episodes: int = 50
     """Evaluation episodes per cell."""
     image_size: int | None = None

@@ -81,7 +81,7 @@ def run_table(
     cores: tuple[str, ...],
     out: Path,
     episodes: int | None = None,
-    steps: int = 500,
+    steps: int | None = None,
     eval_episodes: int = 50,
     image_size: int | None = None,
     cameras: tuple[str, ...] | None = None,
@@ -94,6 +94,7 @@ def run_table(
 
     r = recipe(task)
     episodes = episodes or r["episodes"]
+    steps = steps or r["steps"]
     image_size = image_size or r["image_size"]
     cameras = cameras or r["cameras"]
     unknown = [c for c in cores if c not in CORES]
