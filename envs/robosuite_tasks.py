@@ -95,8 +95,13 @@ robosuite.environments.base.MjRenderContextOffscreen = RenderContext
 
 
 def default_controller_config() -> dict[str, Any]:
-    """robosuite 1.5's BASIC composite controller: OSC_POSE arm + gripper (as robomimic stores it)."""
-    return load_composite_controller_config(controller="BASIC", robot="Panda")
+    """robosuite 1.5's BASIC composite controller: OSC_POSE arm + gripper (as robomimic stores it).
+
+    The BASIC file also configures body parts a Panda does not have (left arm, torso, head,
+    base, legs), about which robosuite logs five warnings per env; only the arm is kept."""
+    cfg = load_composite_controller_config(controller="BASIC", robot="Panda")
+    cfg["body_parts"] = {k: v for k, v in cfg["body_parts"].items() if k == "right"}
+    return cfg
 
 
 def remap_asset_paths(xml: str) -> str:
