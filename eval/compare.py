@@ -21,10 +21,14 @@ def task_label(report: dict, varying: tuple[str, ...] = ()) -> str:
 
 
 def varying_kwargs(reports: list[dict]) -> tuple[str, ...]:
-    """Env kwargs whose values are not the same in every report (delays, image sizes...)."""
+    """Scalar env kwargs whose values are not the same in every report (delays, seeds...).
+    Nested settings (controller configs, camera lists) describe the setup, not the row."""
     kws = [{**r.get("env_kwargs", {}), **r.get("env_overrides", {})} for r in reports]
-    keys = sorted({k for kw in kws for k in kw})
+    keys = sorted({k for kw in kws for k, v in kw.items() if not isinstance(v, (dict, list))})
     return tuple(k for k in keys if len({json.dumps(kw.get(k), sort_keys=True) for kw in kws}) > 1)
+
+
+CORE_ORDER = ("ttm", "ttm-memoryless", "lstm", "transformer", "none")
 
 
 def load_reports(paths: list[Path]) -> list[dict]:
@@ -59,6 +63,7 @@ def compare(
         if r["core"] not in cores:
             cores.append(r["core"])
     tasks = list(cells)
+    cores.sort(key=lambda c: CORE_ORDER.index(c) if c in CORE_ORDER else len(CORE_ORDER))
     lines = [f"| task | {' | '.join(cores)} |", "|---|" + "---|" * len(cores)]
     for t in tasks:
         row = []

@@ -46,3 +46,21 @@ def test_rejects_files_that_are_not_eval_json(tmp_path):
     bad.write_text("{}")
     with pytest.raises(ValueError, match="lacks 'success_rate'"):
         main(["compare", str(bad), "--out", str(tmp_path / "out")])
+
+
+def test_rows_named_by_scalar_kwargs_and_cores_in_canonical_order(tmp_path):
+    """Nested settings (a controller config that differs between datasets) do not name rows;
+    cores come in the package's order whatever order the files are given in."""
+    ctrl_a = {"controller_configs": {"body_parts": {"right": {}, "left": {}}}}
+    ctrl_b = {"controller_configs": {"body_parts": {"right": {}}}}
+    paths = [
+        fake_eval(tmp_path / "a.json", "LiftCued", "none", 10, 50, {**ctrl_a, "delay_steps": 10}),
+        fake_eval(tmp_path / "b.json", "LiftCued", "ttm", 39, 50, {**ctrl_b, "delay_steps": 10}),
+        fake_eval(tmp_path / "c.json", "LiftCued", "ttm", 26, 50, {**ctrl_b, "delay_steps": 30}),
+    ]
+    main(["compare", *map(str, paths), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert "| task | ttm | none |" in md
+    assert "| LiftCued (delay_steps=10) | 78% (39/50, [65%, 87%]) | 20% (10/50, [11%, 33%]) |" in md
+    assert "| LiftCued (delay_steps=30) | 52% (26/50, [39%, 65%]) | not run |" in md
+    assert "controller" not in md
