@@ -52,8 +52,9 @@ CUE_SALT = 0xC0E  # seeds the cue generator: default_rng([scene seed, CUE_SALT])
 class CuedTableEnv(ManipulationEnv):
     """Shared scaffolding: table scene, cue schedule, hold-still, cue in the saved state.
 
-    Subclasses build their objects (`_add_objects`), name the geoms that show the cue
-    (`_cue_geoms`: per choice, the geoms and their colours when not cued) and define `_check_success` / `_check_failure`.
+    Subclasses build their objects (`_add_objects`) and two grey pads `pad0`/`pad1`
+    (`_extra_bodies`, one per choice; the cued one turns green) and define `_check_success` /
+    `_check_failure`.
     """
 
     N_CHOICES = 2
@@ -99,9 +100,8 @@ class CuedTableEnv(ManipulationEnv):
             self.cue = int(np.random.default_rng([seed, CUE_SALT]).integers(self.N_CHOICES))
 
     def _show_cue(self, visible: bool) -> None:
-        for i, geoms in enumerate(self._cue_geom_ids):
-            for gid, base in geoms:
-                self.sim.model.geom_rgba[gid] = GREEN if (visible and i == self.cue) else base
+        for i, gid in enumerate(self._cue_geom_ids):
+            self.sim.model.geom_rgba[gid] = GREEN if (visible and i == self.cue) else GREY
 
     def holding_still(self) -> bool:
         """True while the next step's action will be replaced by `hold_action`."""
@@ -167,9 +167,8 @@ class CuedTableEnv(ManipulationEnv):
 
     def _setup_references(self):
         super()._setup_references()
-        self._cue_geom_ids = [  # per choice, (geom id, colour when not cued) of what turns green
-            [(self.sim.model.geom_name2id(n), rgba) for n, rgba in geoms]
-            for geoms in self._cue_geoms()
+        self._cue_geom_ids = [  # the pad of each choice
+            self.sim.model.geom_name2id(f"pad{i}_vis") for i in range(self.N_CHOICES)
         ]
 
     def _reset_internal(self):
@@ -208,7 +207,7 @@ class CuedTableEnv(ManipulationEnv):
         return r * (self.reward_scale or 1.0)
 
 
-def _pad_bodies(centers: np.ndarray, half: float, rgba) -> list:
+def _pad_bodies(centers: np.ndarray, half: float) -> list:
     """Flat, visual-only squares on the table (no contacts): one body per centre (3,)."""
     bodies = []
     for i, c in enumerate(centers):
@@ -219,7 +218,7 @@ def _pad_bodies(centers: np.ndarray, half: float, rgba) -> list:
                 type="box",
                 size=(half, half, 0.001),
                 group=1,
-                rgba=rgba,
+                rgba=GREY,
                 contype=0,
                 conaffinity=0,
             )
@@ -255,10 +254,7 @@ class LiftCued(CuedTableEnv):
     def _extra_bodies(self):
         top = self.table_offset[2]
         centers = np.array([[0.0, -MARK_Y, top], [0.0, MARK_Y, top]])
-        return _pad_bodies(centers, MARK_HALF, GREY)
-
-    def _cue_geoms(self):
-        return [[("pad0_vis", GREY)], [("pad1_vis", GREY)]]
+        return _pad_bodies(centers, MARK_HALF)
 
     def _setup_references(self):
         super()._setup_references()
@@ -297,10 +293,7 @@ class PlaceCued(CuedTableEnv):
         return np.array([[0.0, -PAD_Y, top], [0.0, PAD_Y, top]])
 
     def _extra_bodies(self):
-        return _pad_bodies(self.pad_centers(), PAD_HALF, GREY)
-
-    def _cue_geoms(self):
-        return [[("pad0_vis", GREY)], [("pad1_vis", GREY)]]
+        return _pad_bodies(self.pad_centers(), PAD_HALF)
 
     def _setup_references(self):
         super()._setup_references()
