@@ -31,7 +31,7 @@ import tyro
 from tqdm import tqdm
 
 from envs.env_args import make_on_egl_device
-from eval.rollout import episode_seed, format_result, summarise
+from eval.rollout import episode_seed, format_result, outcome, summarise
 from ttm_policy import TTMPolicy
 
 ENV_ARGS_NAME = "env_args.json"
@@ -203,6 +203,7 @@ def run_rollouts(
                         "episode": i,
                         "seed": episode_seed(seed, i),
                         "success": bool(success[e]),
+                        "outcome": outcome(bool(success[e]), bool(terminated[e])),
                         "return": float(ret[e]),
                         "length": int(length[e]),
                     }
@@ -233,6 +234,8 @@ def run_rollouts(
         "envs": E,
         "success_rate": summary["success_rate"],
         "successes": summary["successes"],
+        "failures": summary["failures"],
+        "timeouts": summary["timeouts"],
         "episodes_run": summary["n"],
         "ci95_wilson": [lo, hi],
         "mean_return": summary["mean_return"],

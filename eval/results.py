@@ -2,13 +2,15 @@
 
     ttm-bench results --task PointCue --delays 10 30 --out runs/results
     ttm-bench results --task LiftCued --delays 10 30 --out runs/results
-    ttm-bench results --task Lift --out runs/results
+    ttm-bench results --task Lift --delays --out runs/results
+    ttm-bench results --task LiftCued --cores --out runs/results   # only rewrite the tables
 
 For each delay (or once, for a task without a cue): collect expert demonstrations once, train
 each core with the same recipe (the quickstart's: whole episodes, D=32, one layer, AdamW 2e-3,
 the same steps and batch), evaluate each over the same seeded episodes, then write
 `out/table_<task>/compare.md` / `compare.png` (success with 95% Wilson intervals) and
-`out/results_<task>.json` (budgets, wall times, hardware). Finished demos, training runs and
+`out/results_<task>.json` (budgets, wall times, hardware), and rewrite `out/results.md`
+(every task's rows on disk, how unsuccessful episodes ended, wall times). Finished demos, training runs and
 evaluations are reused, so an interrupted table resumes where it stopped, and several
 processes may each run some of the cores (`--cores`); the table lists every core whose
 evaluation exists.
@@ -35,6 +37,53 @@ CORES = ("ttm", "ttm-memoryless", "lstm", "transformer", "none")
 
 def cell_dir(out: Path, task: str, delay: int | None) -> Path:
     return out / (task if delay is None else f"{task}_delay{delay}")
+
+
+def cells_on_disk(out: Path, task: str) -> list[tuple[int | None, Path]]:
+    """(delay, directory) of every row of `task` under `out` (delay None: no cue), by delay."""
+    found = [(None, out / task)] if (out / task / "demos.hdf5").exists() else []
+    for d in out.glob(f"{task}_delay*"):
+        if d.name.removeprefix(f"{task}_delay").isdigit() and (d / "demos.hdf5").exists():
+            found.append((int(d.name.removeprefix(f"{task}_delay")), d))
+    return sorted(found, key=lambda c: -1 if c[0] is None else c[0])
+
+
+def outcome_counts(ev: dict) -> tuple[int, int] | tuple[None, None]:
+    """(failures, timeouts) of an eval.json. Evaluations from before outcomes were recorded
+    count an unsuccessful episode that ended before the env's horizon as a failure."""
+    eps = ev["per_episode"]
+    if all("outcome" in e for e in eps):
+        return (
+            sum(e["outcome"] == "failure" for e in eps),
+            sum(e["outcome"] == "timeout" for e in eps),
+        )
+    kw = ev.get("env_kwargs", {})
+    horizon = kw.get("ttm_wrapper", {}).get("horizon") or kw.get("max_steps")
+    if not horizon:
+        return None, None
+    lost = [e for e in eps if not e["success"]]
+    early = sum(e["length"] < horizon for e in lost)
+    return early, len(lost) - early
+
+
+def cell_row(run: Path) -> dict:
+    """One core's cell: success with its interval, how the rest ended, budget and wall times."""
+    ev = json.loads((run / "eval" / "eval.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    timing = run / "timing.json"
+    failures, timeouts = outcome_counts(ev)
+    return {
+        "success_rate": ev["success_rate"],
+        "successes": ev["successes"],
+        "episodes": ev["episodes_run"],
+        "ci95_wilson": ev["ci95_wilson"],
+        "failures": failures,
+        "timeouts": timeouts,
+        "train_steps": summary["steps"],
+        "parameters": summary["parameters"],
+        "train_wall_s": json.loads(timing.read_text())["train_wall_s"] if timing.exists() else None,
+        "eval_wall_s": ev.get("wall_time_s"),
+    }
 
 
 def run_cell(root: Path, core: str, steps: int, eval_episodes: int, seed: int) -> Path:
@@ -100,8 +149,7 @@ def run_table(
     unknown = [c for c in cores if c not in CORES]
     if unknown:
         raise ValueError(f"unknown cores {unknown}; known: {', '.join(CORES)}")
-    rows, evals = {}, []
-    for delay in delays or (None,):
+    for delay in (delays or (None,)) if cores else ():  # no cores: only rewrite the tables
         root = cell_dir(out, task, delay)
         data = root / "demos.hdf5"
         if not data.exists():
@@ -124,27 +172,16 @@ def run_table(
             )
         for core in cores:
             run_cell(root, core, steps, eval_episodes, seed)
-        # The table lists every core evaluated so far (other processes may run other cores).
+    # The table lists every core evaluated so far at every delay on disk: other processes
+    # (or earlier calls) may have run other cores or delays.
+    rows, evals = {}, []
+    for delay, root in cells_on_disk(out, task):
         for core in CORES:
             ev_path = root / core / "eval" / "eval.json"
-            if not ev_path.exists():
-                continue
-            ev = json.loads(ev_path.read_text())
-            summary = json.loads((root / core / "summary.json").read_text())
-            timing = root / core / "timing.json"
-            rows[f"{task}/delay{delay}/{core}" if delay is not None else f"{task}/{core}"] = {
-                "success_rate": ev["success_rate"],
-                "successes": ev["successes"],
-                "episodes": ev["episodes_run"],
-                "ci95_wilson": ev["ci95_wilson"],
-                "train_steps": summary["steps"],
-                "parameters": summary["parameters"],
-                "train_wall_s": json.loads(timing.read_text())["train_wall_s"]
-                if timing.exists()
-                else None,
-                "eval_wall_s": ev.get("wall_time_s"),
-            }
-            evals.append(ev_path)
+            if ev_path.exists():
+                name = f"{task}/delay{delay}/{core}" if delay is not None else f"{task}/{core}"
+                rows[name] = cell_row(root / core)
+                evals.append(ev_path)
     md, png = compare(
         evals,
         out / f"table_{task}",
@@ -152,7 +189,7 @@ def run_table(
     )
     payload = {
         "task": task,
-        "delays": delays,
+        "delays": [d for d, _ in cells_on_disk(out, task) if d is not None],
         "cores": [c for c in CORES if any(k.endswith("/" + c) for k in rows)],
         "demos": episodes,
         "cameras": cameras,
@@ -170,4 +207,60 @@ def run_table(
         "chart": str(png),
     }
     (out / f"results_{task}.json").write_text(json.dumps(payload, indent=2, default=str))
+    (out / "results.md").write_text(summary_markdown(out))
     return payload
+
+
+def summary_markdown(out: Path) -> str:
+    """Every task's rows under `out` as markdown: success with interval per core (cells not
+    yet run say so), how the other episodes ended, and wall times."""
+    import envs
+
+    success = ["| task | " + " | ".join(CORES) + " |", "|---" * (len(CORES) + 1) + "|"]
+    ends = [
+        "| task | " + " | ".join(CORES) + " |",
+        "|---" * (len(CORES) + 1) + "|",
+    ]
+    walls = []
+    for task in envs.TASKS:
+        for delay, root in cells_on_disk(out, task):
+            name = task if delay is None else f"{task}, delay {delay}"
+            cells, ended, wall = [], [], []
+            collect = root / "collect_timing.json"
+            if collect.exists():
+                secs = json.loads(collect.read_text())["collect_wall_s"]
+                wall.append(f"collection {secs / 60:.1f} min")
+            for core in CORES:
+                if not (root / core / "eval" / "eval.json").exists():
+                    cells.append("not yet run")
+                    ended.append("-")
+                    continue
+                r = cell_row(root / core)
+                lo, hi = r["ci95_wilson"]
+                cells.append(
+                    f"{r['success_rate']:.0%} ({r['successes']}/{r['episodes']}, "
+                    f"[{lo:.0%}, {hi:.0%}])"
+                )
+                ended.append("?" if r["failures"] is None else f"{r['failures']} / {r['timeouts']}")
+                t = f"{r['train_wall_s'] / 60:.0f} min" if r["train_wall_s"] else "untimed"
+                wall.append(f"{core} {t} + eval {r['eval_wall_s'] / 60:.1f} min")
+            success.append(f"| {name} | " + " | ".join(cells) + " |")
+            ends.append(f"| {name} | " + " | ".join(ended) + " |")
+            walls.append(f"- {name}: " + "; ".join(wall) + ".")
+    return "\n".join(
+        [
+            "Success over the seeded evaluation episodes (95% Wilson interval):",
+            "",
+            *success,
+            "",
+            "Episodes that did not succeed, as failures / timeouts (a failure ended early, on a"
+            " cued task the wrong choice; a timeout ran out of steps):",
+            "",
+            *ends,
+            "",
+            "Wall time per cell (training + evaluation):",
+            "",
+            *walls,
+            "",
+        ]
+    )

@@ -76,25 +76,39 @@ def run_episode(
     """One episode from `env.reset(seed=seed)` until terminated, truncated or `max_steps`."""
     policy.reset()
     obs, info = env.reset(seed=seed)
-    ret, length, success, done = 0.0, 0, False, False
-    while not done and (max_steps is None or length < max_steps):
+    ret, length, success, terminated, truncated = 0.0, 0, False, False, False
+    while not (terminated or truncated) and (max_steps is None or length < max_steps):
         action = np.asarray(policy.select_action(obs), dtype=np.float64)  # (A,)
         obs, reward, terminated, truncated, info = env.step(action)
         ret += float(reward)
         length += 1
         success = success or bool(info.get("success", False))
-        done = terminated or truncated
-    return {"seed": seed, "success": success, "return": ret, "length": length}
+    return {
+        "seed": seed,
+        "success": success,
+        "outcome": outcome(success, bool(terminated)),
+        "return": ret,
+        "length": length,
+    }
+
+
+def outcome(success: bool, terminated: bool) -> str:
+    """How an episode ended: "success"; "failure" when the env ended it without success (a
+    cued task's wrong choice); "timeout" when it ran out of steps."""
+    return "success" if success else "failure" if terminated else "timeout"
 
 
 def summarise(episodes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-episode results -> success rate with its 95% Wilson interval, mean return/length."""
+    """Per-episode results -> success rate with its 95% Wilson interval, failures (ended
+    without success) and timeouts, mean return/length."""
     n = len(episodes)
     k = sum(e["success"] for e in episodes)
     return {
         "episodes": episodes,
         "n": n,
         "successes": k,
+        "failures": sum(e.get("outcome") == "failure" for e in episodes),
+        "timeouts": sum(e.get("outcome") == "timeout" for e in episodes),
         "success_rate": k / n,
         "ci95": wilson(k, n),
         "mean_return": float(np.mean([e["return"] for e in episodes])),
@@ -126,9 +140,14 @@ def rollout(
 
 
 def format_result(name: str, result: dict[str, Any]) -> str:
-    """One line: `name: 47/50 = 94% (95% CI 84-98%)`."""
+    """One line: `name: 47/50 = 94% (95% Wilson CI 84-98%; 2 failed, 1 timed out)`."""
     lo, hi = result["ci95"]
+    ends = (
+        f"; {result['failures']} failed, {result['timeouts']} timed out"
+        if "failures" in result
+        else ""
+    )
     return (
         f"{name}: {result['successes']}/{result['n']} = {result['success_rate']:.0%} "
-        f"(95% Wilson CI {lo:.0%}-{hi:.0%})"
+        f"(95% Wilson CI {lo:.0%}-{hi:.0%}{ends})"
     )

@@ -50,6 +50,8 @@ def test_eval_json_is_consistent_and_videos_play(checkpoint, tmp_path):
     assert [e["seed"] for e in eps] == [episode_seed(0, i) for i in range(5)]
     assert data["episodes_run"] == 5 and data["successes"] == sum(e["success"] for e in eps)
     assert data["success_rate"] == data["successes"] / 5
+    assert [e["outcome"] == "success" for e in eps] == [e["success"] for e in eps]
+    assert data["successes"] + data["failures"] + data["timeouts"] == 5
     lo, hi = data["ci95_wilson"]
     assert 0 <= lo <= data["success_rate"] <= hi <= 1
     assert data["lengths"] == [e["length"] for e in eps] and all(

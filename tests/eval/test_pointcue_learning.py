@@ -95,3 +95,42 @@ def test_rollout_seeds_episodes_and_resets_the_policy():
     assert a["episodes"] == b["episodes"]
     assert [e["length"] for e in a["episodes"]] == [20, 20, 20]  # max_steps caps the episode
     assert a["success_rate"] == 0.0 and a["ci95"] == wilson(0, 3)
+
+
+class GoToPad0:
+    """Drives the point to pad 0 whatever the cue: right on cue 0, the wrong choice on cue 1."""
+
+    def reset(self):
+        pass
+
+    def select_action(self, obs):
+        from envs.point_cue import CONTROL_DT, GOALS, MAX_SPEED
+
+        v = 0.8 * (GOALS[0] - obs["robot0_eef_pos"][:2]) / (MAX_SPEED * CONTROL_DT)
+        return np.concatenate([v / max(1.0, float(np.linalg.norm(v))), np.zeros(5)])
+
+
+def test_outcomes_tell_wrong_choices_from_timeouts():
+    kwargs = {"render_images": False}
+    r = rollout(GoToPad0(), "PointCue", 8, seed=0, env_kwargs=kwargs)
+    cues = [gym_cue(e["seed"]) for e in r["episodes"]]
+    assert set(cues) == {0, 1}  # both cues among these seeds
+    assert [e["outcome"] for e in r["episodes"]] == [
+        "success" if c == 0 else "failure" for c in cues
+    ]
+    assert r["failures"] == cues.count(1) and r["timeouts"] == 0
+    still = rollout(StandStill(), "PointCue", 2, seed=0, env_kwargs=kwargs, max_steps=20)
+    assert [e["outcome"] for e in still["episodes"]] == ["timeout", "timeout"]
+    assert (still["failures"], still["timeouts"]) == (0, 2)
+    assert format_result("still", still).endswith("; 0 failed, 2 timed out)")
+
+
+def gym_cue(seed: int) -> int:
+    """The cue PointCue draws for reset seed `seed`."""
+    import gymnasium as gym
+
+    env = gym.make("ttm/PointCue-v0", render_images=False)
+    try:
+        return int(env.reset(seed=seed)[1]["cue"])
+    finally:
+        env.close()

@@ -6,7 +6,7 @@ import json
 from eval.results import run_table
 
 
-def test_results_table_runs_reuses_and_merges_cores(tmp_path):
+def test_results_table_runs_reuses_and_merges_cores_and_delays(tmp_path):
     first = run_table("PointCue", (3,), ("ttm",), tmp_path, episodes=4, steps=2, eval_episodes=2)
     assert list(first["rows"]) == ["PointCue/delay3/ttm"]
     cell = tmp_path / "PointCue_delay3"
@@ -22,3 +22,19 @@ def test_results_table_runs_reuses_and_merges_cores(tmp_path):
     assert saved["cores"] == ["ttm", "none"] and saved["demos"] == 4
     table = (tmp_path / "table_PointCue" / "compare.md").read_text()
     assert "| task | ttm | none |" in table and "/2, [" in table
+    assert row["successes"] + row["failures"] + row["timeouts"] == 2
+
+    # A call for another delay keeps the finished delay in the table and the summary.
+    third = run_table("PointCue", (5,), ("none",), tmp_path, episodes=4, steps=2, eval_episodes=2)
+    assert list(third["rows"]) == [*second["rows"], "PointCue/delay5/none"]
+    assert third["delays"] == [3, 5]
+    summary = (tmp_path / "results.md").read_text()
+    assert "| PointCue, delay 3 | " in summary and "/2, [" in summary
+    assert "| PointCue, delay 5 | not yet run | not yet run |" in summary
+    assert "- PointCue, delay 3: collection " in summary
+
+    # No cores: nothing is collected or trained, the tables are rewritten.
+    (tmp_path / "results.md").unlink()
+    fourth = run_table("PointCue", (7,), (), tmp_path, episodes=4, steps=2, eval_episodes=2)
+    assert fourth["rows"] == third["rows"] and not (tmp_path / "PointCue_delay7").exists()
+    assert (tmp_path / "results.md").read_text() == summary
