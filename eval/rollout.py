@@ -27,6 +27,7 @@ import gymnasium as gym
 import numpy as np
 
 import envs
+from envs.env_args import make_from_env_args
 
 SEED_STRIDE = 100003  # a prime: the seeds of base seeds s and s+1 never overlap for < 1e5 episodes
 
@@ -60,6 +61,9 @@ def make_env(
 ) -> gym.Env:
     """A gymnasium id, a short task name or robomimic env_args -> the env; `env_kwargs`
     override the kwargs that env_args carry."""
+    if isinstance(env_id_or_env_args, dict) and "type" in env_id_or_env_args:
+        # A dataset's env_args (robosuite or gym): rebuilt the way ttm-eval rebuilds them.
+        return make_from_env_args(env_id_or_env_args, **(env_kwargs or {}))
     if isinstance(env_id_or_env_args, dict):
         env_id = env_id_or_env_args["env_name"]
         kwargs = {**env_id_or_env_args.get("env_kwargs", {}), **(env_kwargs or {})}

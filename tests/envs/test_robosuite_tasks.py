@@ -94,6 +94,25 @@ def test_env_args_round_trip():
     env2.close()
 
 
+def test_rollout_rebuilds_a_dataset_env_from_its_env_args():
+    """`eval.rollout.rollout` (the Python API) takes a robosuite dataset's env_args."""
+    from eval.rollout import rollout
+
+    class Still:
+        def reset(self):
+            pass
+
+        def select_action(self, obs):
+            assert obs["agentview_image"].shape == (32, 32, 3)
+            return np.zeros(7)
+
+    env = LiftEnv(cameras=("agentview",), image_size=32, horizon=50)
+    args = json.loads(json.dumps(env.env_args()))
+    env.close()
+    r = rollout(Still(), args, 1, max_steps=3)
+    assert [(e["length"], e["outcome"]) for e in r["episodes"]] == [(3, "timeout")]
+
+
 def test_remap_asset_paths():
     xml = (
         '<mesh file="/home/demo/robosuite/robosuite/models/assets/a/b.stl"/><texture builtin="x"/>'
