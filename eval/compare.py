@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
+from typing import get_args
+
+from ttm_policy.policy import Core
 
 
 def task_label(report: dict, varying: tuple[str, ...] = ()) -> str:
@@ -28,7 +31,7 @@ def varying_kwargs(reports: list[dict]) -> tuple[str, ...]:
     return tuple(k for k in keys if len({json.dumps(kw.get(k), sort_keys=True) for kw in kws}) > 1)
 
 
-CORE_ORDER = ("ttm", "ttm-memoryless", "lstm", "transformer", "none")
+CORE_ORDER = get_args(Core)  # ttm, ttm-memoryless, lstm, transformer, none
 
 
 def load_reports(paths: list[Path]) -> list[dict]:

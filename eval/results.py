@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-CORES = ("ttm", "ttm-memoryless", "lstm", "transformer", "none")
+from eval.compare import CORE_ORDER as CORES
 
 
 def cell_dir(out: Path, task: str, delay: int | None) -> Path:
@@ -174,8 +174,8 @@ def run_table(
             run_cell(root, core, steps, eval_episodes, seed)
     # The table lists every core evaluated so far at every delay on disk: other processes
     # (or earlier calls) may have run other cores or delays.
-    rows, evals = {}, []
-    for delay, root in cells_on_disk(out, task):
+    rows, evals, on_disk = {}, [], cells_on_disk(out, task)
+    for delay, root in on_disk:
         for core in CORES:
             ev_path = root / core / "eval" / "eval.json"
             if ev_path.exists():
@@ -189,7 +189,7 @@ def run_table(
     )
     payload = {
         "task": task,
-        "delays": [d for d, _ in cells_on_disk(out, task) if d is not None],
+        "delays": [d for d, _ in on_disk if d is not None],
         "cores": [c for c in CORES if any(k.endswith("/" + c) for k in rows)],
         "demos": episodes,
         "cameras": cameras,
@@ -216,11 +216,8 @@ def summary_markdown(out: Path) -> str:
     yet run say so), how the other episodes ended, and wall times."""
     import envs
 
-    success = ["| task | " + " | ".join(CORES) + " |", "|---" * (len(CORES) + 1) + "|"]
-    ends = [
-        "| task | " + " | ".join(CORES) + " |",
-        "|---" * (len(CORES) + 1) + "|",
-    ]
+    header = ["| task | " + " | ".join(CORES) + " |", "|---" * (len(CORES) + 1) + "|"]
+    success, ends = list(header), list(header)
     walls = []
     for task in envs.TASKS:
         for delay, root in cells_on_disk(out, task):

@@ -59,19 +59,14 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def make_env(
     env_id_or_env_args: str | dict[str, Any], env_kwargs: dict[str, Any] | None = None
 ) -> gym.Env:
-    """A gymnasium id, a short task name or robomimic env_args -> the env; `env_kwargs`
-    override the kwargs that env_args carry."""
-    if isinstance(env_id_or_env_args, dict) and "type" in env_id_or_env_args:
-        # A dataset's env_args (robosuite or gym): rebuilt the way ttm-eval rebuilds them.
+    """A gymnasium id, a short task name or a dataset's robomimic env_args -> the env;
+    `env_kwargs` override the kwargs that env_args carry."""
+    if isinstance(env_id_or_env_args, dict):  # rebuilt the way ttm-eval rebuilds it
         return make_from_env_args(env_id_or_env_args, **(env_kwargs or {}))
-    if isinstance(env_id_or_env_args, dict):
-        env_id = env_id_or_env_args["env_name"]
-        kwargs = {**env_id_or_env_args.get("env_kwargs", {}), **(env_kwargs or {})}
-    else:
-        env_id, kwargs = env_id_or_env_args, dict(env_kwargs or {})
+    env_id = env_id_or_env_args
     if env_id in envs.TASKS:
         env_id = envs.task_id(env_id)
-    return gym.make(env_id, **kwargs)
+    return gym.make(env_id, **(env_kwargs or {}))
 
 
 def run_episode(
