@@ -100,8 +100,10 @@ def run_cell(root: Path, core: str, steps: int, eval_episodes: int, seed: int) -
     cfg.model.lstm = LSTMConfig(hidden=64, layers=2)
     cfg.model.transformer = CausalTransformerConfig(window=6, layers=1, heads=4, mlp_dim=64)
     timing = root / core / "timing.json"
+    ev_path = root / core / "eval" / "eval.json"
     done = checkpoint_steps(cfg.out)
     if not (done and done[-1] >= steps):
+        ev_path.unlink(missing_ok=True)  # it evaluated the model before this training
         t0 = time.perf_counter()
         train(replace(cfg, resume=bool(done)))
         spent = time.perf_counter() - t0
@@ -110,7 +112,6 @@ def run_cell(root: Path, core: str, steps: int, eval_episodes: int, seed: int) -
                 json.loads(timing.read_text()).get("train_wall_s", 0.0) if timing.exists() else 0
             )
         timing.write_text(json.dumps({"train_wall_s": spent, "resumed": bool(done)}))
-    ev_path = root / core / "eval" / "eval.json"
     if not ev_path.exists():
         evaluate(
             EvalConfig(

@@ -33,8 +33,15 @@ def test_results_table_runs_reuses_and_merges_cores_and_delays(tmp_path):
     assert "| PointCue, delay 5 | not yet run | not yet run |" in summary
     assert "- PointCue, delay 3: collection " in summary
 
+    # More steps for a finished cell: training continues and the old evaluation is redone.
+    more = run_table("PointCue", (3,), ("ttm",), tmp_path, episodes=4, steps=4, eval_episodes=2)
+    assert more["rows"]["PointCue/delay3/ttm"]["train_steps"] == 4
+    assert (cell / "ttm" / "eval" / "eval.json").stat().st_mtime_ns != stamp
+    assert json.loads((cell / "ttm" / "timing.json").read_text())["resumed"] is True
+    summary = (tmp_path / "results.md").read_text()
+
     # No cores: nothing is collected or trained, the tables are rewritten.
     (tmp_path / "results.md").unlink()
     fourth = run_table("PointCue", (7,), (), tmp_path, episodes=4, steps=2, eval_episodes=2)
-    assert fourth["rows"] == third["rows"] and not (tmp_path / "PointCue_delay7").exists()
+    assert fourth["rows"] == more["rows"] and not (tmp_path / "PointCue_delay7").exists()
     assert (tmp_path / "results.md").read_text() == summary
