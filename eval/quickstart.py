@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -188,17 +188,34 @@ def runtime_latency(export_dir: Path, env_args: dict, steps: int = 300) -> dict:
     }
 
 
-def run(cfg: QuickstartConfig) -> dict:
-    from envs.collect import Args, collect
-
+def resolved(cfg: QuickstartConfig) -> QuickstartConfig:
+    """`cfg` with the task's recipe filled in where it left a value to the recipe."""
     r = recipe(cfg.task)
-    cfg = replace(
+    return replace(
         cfg,
         episodes=cfg.episodes or r["episodes"],
         image_size=cfg.image_size or r["image_size"],
         steps=cfg.steps or r["steps"],
         delay_steps=cfg.delay_steps if cfg.delay_steps is not None else r["delay_steps"],
     )
+
+
+def reproduce_command(cfg: QuickstartConfig) -> str:
+    """The command that redoes this run: the options that differ from the task's defaults."""
+    base = resolved(QuickstartConfig(task=cfg.task))
+    flags = [] if cfg.task == QuickstartConfig.task else [f"--task {cfg.task}"]
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name not in ("task", "force") and value != getattr(base, f.name):
+            shown = " ".join(value) if isinstance(value, tuple) else value
+            flags.append(f"--{f.name.replace('_', '-')} {shown}")
+    return " ".join(["bash scripts/quickstart.sh", *flags, "--force"])
+
+
+def run(cfg: QuickstartConfig) -> dict:
+    from envs.collect import Args, collect
+
+    cfg, r = resolved(cfg), recipe(cfg.task)
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     data, train_dir, eval_dir = out / "demos.hdf5", out / "train", out / "eval"
@@ -373,7 +390,7 @@ def write_report(cfg: QuickstartConfig, files: dict, timings: dict) -> Path:
     if Path(files.get("video", "")).exists():
         lines += ["## Video", "", f"[first evaluation episode]({rel(files['video'])})", ""]
     lines += ["## Files", ""] + [f"- {k}: `{v}`" for k, v in files.items()] + [""]
-    lines += ["Reproduce: `bash scripts/quickstart.sh --force`.", ""]
+    lines += [f"Reproduce: `{reproduce_command(cfg)}`.", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -27,6 +27,7 @@ def test_quickstart_tiny(tmp_path, capsys):
     report = (tmp_path / "qs" / "report.md").read_text()
     ev = json.loads((tmp_path / "qs" / "eval" / "eval.json").read_text())
     assert f"{ev['successes']}/{ev['episodes_run']}" in report and "p99" in report
+    assert "Reproduce: `bash scripts/quickstart.sh --out " in report  # no --task: the default
     for rel in ("training_curve.png", "introspect/memory_cue0.png", "eval/video_0.mp4"):
         assert f"({rel})" in report and (tmp_path / "qs" / rel).stat().st_size > 0
     capsys.readouterr()
@@ -52,5 +53,10 @@ def test_quickstart_robosuite_flag(tmp_path):
     assert keys[0] == "agentview_image" and "object" in keys
     report = (tmp_path / "qs" / "report.md").read_text()
     assert "LiftCued" in report and "64x64" in report
+    qs = tmp_path / "qs"
+    assert (
+        f"Reproduce: `bash scripts/quickstart.sh --task LiftCued --out {qs} --episodes 2 "
+        "--steps 2 --eval-episodes 1 --eval-envs 1 --force`." in report
+    )
     assert (tmp_path / "qs" / "introspect" / "memory_cue1.png").stat().st_size > 0
     assert files["report"].endswith("report.md")
