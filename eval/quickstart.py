@@ -200,6 +200,12 @@ def resolved(cfg: QuickstartConfig) -> QuickstartConfig:
     )
 
 
+def eval_current(eval_json: Path, checkpoint: Path) -> bool:
+    """Whether `eval_json` exists and was written after `checkpoint`'s weights."""
+    weights = checkpoint / "model.safetensors"
+    return eval_json.exists() and eval_json.stat().st_mtime > weights.stat().st_mtime
+
+
 def reproduce_command(cfg: QuickstartConfig) -> str:
     """The command that redoes this run: the options that differ from the task's defaults."""
     base = resolved(QuickstartConfig(task=cfg.task))
@@ -275,10 +281,7 @@ def run(cfg: QuickstartConfig) -> dict:
 
         _stage(f"3/5 evaluate over {cfg.eval_episodes} episodes in {cfg.eval_envs} envs")
         t0 = time.perf_counter()
-        fresh = (eval_dir / "eval.json").exists() and (eval_dir / "eval.json").stat().st_mtime > (
-            last / "model.safetensors"
-        ).stat().st_mtime
-        if fresh and not cfg.force:
+        if eval_current(eval_dir / "eval.json", last) and not cfg.force:
             print(f"reusing {eval_dir / 'eval.json'}")
         else:
             evaluate(

@@ -89,7 +89,7 @@ def cell_row(run: Path) -> dict:
 def run_cell(root: Path, core: str, steps: int, eval_episodes: int, seed: int) -> Path:
     """Train `core` on root/demos.hdf5 and evaluate it; returns its eval.json (reused if done)."""
     from eval.evaluate import EvalConfig, evaluate
-    from eval.quickstart import QuickstartConfig, train_config
+    from eval.quickstart import QuickstartConfig, eval_current, train_config
     from train.train import checkpoint_steps, train
     from ttm_policy import CausalTransformerConfig, LSTMConfig
 
@@ -100,10 +100,8 @@ def run_cell(root: Path, core: str, steps: int, eval_episodes: int, seed: int) -
     cfg.model.lstm = LSTMConfig(hidden=64, layers=2)
     cfg.model.transformer = CausalTransformerConfig(window=6, layers=1, heads=4, mlp_dim=64)
     timing = root / core / "timing.json"
-    ev_path = root / core / "eval" / "eval.json"
     done = checkpoint_steps(cfg.out)
     if not (done and done[-1] >= steps):
-        ev_path.unlink(missing_ok=True)  # it evaluated the model before this training
         t0 = time.perf_counter()
         train(replace(cfg, resume=bool(done)))
         spent = time.perf_counter() - t0
@@ -112,7 +110,8 @@ def run_cell(root: Path, core: str, steps: int, eval_episodes: int, seed: int) -
                 json.loads(timing.read_text()).get("train_wall_s", 0.0) if timing.exists() else 0
             )
         timing.write_text(json.dumps({"train_wall_s": spent, "resumed": bool(done)}))
-    if not ev_path.exists():
+    ev_path = root / core / "eval" / "eval.json"
+    if not eval_current(ev_path, root / core / "checkpoints" / "last"):
         evaluate(
             EvalConfig(
                 checkpoint=root / core / "checkpoints" / "last",
