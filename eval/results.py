@@ -13,7 +13,8 @@ the same steps and batch), evaluate each over the same seeded episodes, then wri
 (every task's rows on disk, how unsuccessful episodes ended, wall times). Finished demos, training runs and
 evaluations are reused, so an interrupted table resumes where it stopped, and several
 processes may each run some of the cores (`--cores`); the table lists every core whose
-evaluation exists.
+evaluation exists. A row's demonstrations are reused only at the count they were collected
+with: another `--episodes` needs another `--out`.
 
 Demonstrations and cameras follow `eval.quickstart.recipe` (each overridable): PointCue 200
 demonstrations at 32 px; robosuite tasks 100 demonstrations from the `agentview` camera at
@@ -124,6 +125,21 @@ def run_cell(root: Path, core: str, steps: int, eval_episodes: int, seed: int) -
     return ev_path
 
 
+def _check_demos(data: Path, episodes: int) -> None:
+    """Cells on disk were collected for one demonstration count; refuse to mix another in."""
+    import h5py
+
+    from envs.hdf5 import demo_names
+
+    with h5py.File(data, "r") as f:
+        have = len(demo_names(f))
+    if have != episodes:
+        raise ValueError(
+            f"{data} holds {have} demonstrations, not the {episodes} asked for: its cells were"
+            f" trained on {have}. Pass --episodes {have}, or another --out for {episodes}."
+        )
+
+
 def run_table(
     task: str,
     delays: tuple[int, ...],
@@ -152,7 +168,9 @@ def run_table(
     for delay in (delays or (None,)) if cores else ():  # no cores: only rewrite the tables
         root = cell_dir(out, task, delay)
         data = root / "demos.hdf5"
-        if not data.exists():
+        if data.exists():
+            _check_demos(data, episodes)
+        else:
             t0 = time.perf_counter()
             collect(
                 Args(

@@ -3,6 +3,8 @@ and the table lists every core evaluated so far, whichever call ran it."""
 
 import json
 
+import pytest
+
 from eval.results import run_table
 
 
@@ -39,6 +41,11 @@ def test_results_table_runs_reuses_and_merges_cores_and_delays(tmp_path):
     assert (cell / "ttm" / "eval" / "eval.json").stat().st_mtime_ns != stamp
     assert json.loads((cell / "ttm" / "timing.json").read_text())["resumed"] is True
     summary = (tmp_path / "results.md").read_text()
+
+    # Another demonstration count on the same cells is refused before anything is trained.
+    with pytest.raises(ValueError, match="holds 4 demonstrations, not the 6 asked for"):
+        run_table("PointCue", (3,), ("lstm",), tmp_path, episodes=6, steps=2, eval_episodes=2)
+    assert not (cell / "lstm").exists()
 
     # No cores: nothing is collected or trained, the tables are rewritten.
     (tmp_path / "results.md").unlink()
