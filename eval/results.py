@@ -126,17 +126,22 @@ def run_cell(root: Path, core: str, steps: int, eval_episodes: int, seed: int) -
 
 
 def _check_demos(data: Path, episodes: int) -> None:
-    """Cells on disk were collected for one demonstration count; refuse to mix another in."""
+    """Cells on disk were collected for one episode count; refuse to mix another in. The count
+    asked for is the collection summary's `episodes_tried` (the expert's failed episodes are
+    not kept, so the file may hold fewer demonstrations)."""
     import h5py
 
     from envs.hdf5 import demo_names
 
     with h5py.File(data, "r") as f:
         have = len(demo_names(f))
-    if have != episodes:
+    summary = Path(f"{data}.summary.json")
+    asked = json.loads(summary.read_text())["episodes_tried"] if summary.exists() else have
+    if asked != episodes:
         raise ValueError(
-            f"{data} holds {have} demonstrations, not the {episodes} asked for: its cells were"
-            f" trained on {have}. Pass --episodes {have}, or another --out for {episodes}."
+            f"{data} holds {have} demonstrations from {asked} episodes, not the {episodes} asked"
+            f" for: its cells were trained on them. Pass --episodes {asked}, or another --out"
+            f" for {episodes}."
         )
 
 

@@ -43,7 +43,9 @@ def test_results_table_runs_reuses_and_merges_cores_and_delays(tmp_path):
     summary = (tmp_path / "results.md").read_text()
 
     # Another demonstration count on the same cells is refused before anything is trained.
-    with pytest.raises(ValueError, match="holds 4 demonstrations, not the 6 asked for"):
+    with pytest.raises(
+        ValueError, match="holds 4 demonstrations from 4 episodes, not the 6 asked for"
+    ):
         run_table("PointCue", (3,), ("lstm",), tmp_path, episodes=6, steps=2, eval_episodes=2)
     assert not (cell / "lstm").exists()
 
@@ -52,3 +54,10 @@ def test_results_table_runs_reuses_and_merges_cores_and_delays(tmp_path):
     fourth = run_table("PointCue", (7,), (), tmp_path, episodes=4, steps=2, eval_episodes=2)
     assert fourth["rows"] == more["rows"] and not (tmp_path / "PointCue_delay7").exists()
     assert (tmp_path / "results.md").read_text() == summary
+
+    # The count that matters is the one asked at collection: had the expert failed 2 of 6
+    # episodes, the 4 demonstrations kept are the row's for --episodes 6.
+    record = cell / "demos.hdf5.summary.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "episodes_tried": 6}))
+    sixth = run_table("PointCue", (3,), ("lstm",), tmp_path, episodes=6, steps=2, eval_episodes=2)
+    assert "PointCue/delay3/lstm" in sixth["rows"]
