@@ -27,7 +27,11 @@ class Expert(Protocol):
 
 
 class TaskEnv(Protocol):
-    """Methods a task env adds to `gymnasium.Env` (reachable through `env.unwrapped`)."""
+    """Methods a task env adds to `gymnasium.Env` (reachable through `env.unwrapped`).
+
+    A memory task also has a class attribute `cues` (how many cue values there are) and takes
+    `reset(options={"cue": i})`, which forces cue i without changing the scene the seed draws.
+    """
 
     def get_sim_state(self) -> np.ndarray:
         """Flat simulator state (robomimic `states` row): enough to restore the scene."""

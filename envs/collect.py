@@ -2,11 +2,15 @@
 
     ttm-collect --task PointCue --episodes 200 --out data/point_cue.hdf5 --workers 2
     ttm-collect --task Lift --episodes 200 --out data/lift.hdf5 --cameras agentview --image-size 84
+    ttm-collect --task PlaceCued --episodes 100 --paired-cues --out data/place_cued.hdf5 --workers 2
 
 Generic over tasks through the `envs/base.py` contract: every worker makes its env with
 `gymnasium.make(envs.task_id(task), **env_kwargs)` and the expert with
 `env.unwrapped.make_expert(noise, seed)`. Episode i is reset with a seed derived from
-(--seed, i), so a dataset is the same for any number of workers. The file is written to a
+(--seed, i), so a dataset is the same for any number of workers. On a memory task,
+`--paired-cues` records each scene once per cue instead (episode i: the scene of (--seed,
+i // 2), cue i % 2): then only the cue tells a pair's actions apart, and a policy cannot learn
+the choice from where the objects happen to lie. The file is written to a
 hidden temporary name beside `--out` and renamed at the end; a summary is printed and saved
 as `<out>.summary.json`. Bad input exits with status 2 and one line on stderr.
 """
@@ -83,6 +87,10 @@ class Args:
     """memory tasks: held-still steps after the cue; None: the task's own choice"""
     env_kwargs: str = "{}"
     """any other env constructor kwargs as JSON, e.g. '{"max_steps": 80}'"""
+    paired_cues: bool = False
+    """memory tasks: record every scene once with each cue (episodes 2k and 2k+1 share a scene
+    and differ only in the cue), so nothing after the cue tells their actions apart and a policy
+    cannot learn the choice from the scene instead of remembering the cue"""
 
     def __post_init__(self):
         if self.task not in envs.TASKS:
@@ -110,6 +118,14 @@ class Args:
         self.out = Path(self.out)
 
 
+def env_class(task: str) -> type:
+    """The task's env class, without making an env."""
+    try:
+        return gym.envs.registration.load_env_creator(gym.spec(envs.task_id(task)).entry_point)
+    except Exception as e:  # e.g. a task module that fails to import
+        raise UsageError(f"cannot load task {task}: {type(e).__name__}: {e}") from e
+
+
 def make_env_kwargs(args: Args) -> dict[str, Any]:
     """Env constructor kwargs: only the options the user gave, checked against the env's
     signature so that e.g. `--cue-steps` on a task without a cue fails clearly."""
@@ -121,12 +137,7 @@ def make_env_kwargs(args: Args) -> dict[str, Any]:
         delay_steps=args.delay_steps,
     )
     kwargs.update({k: v for k, v in given.items() if v is not None})
-    env_id = envs.task_id(args.task)
-    try:
-        env_cls = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
-    except Exception as e:  # e.g. a task module that fails to import
-        raise UsageError(f"cannot load task {args.task}: {type(e).__name__}: {e}") from e
-    params = inspect.signature(env_cls).parameters
+    params = inspect.signature(env_class(args.task)).parameters
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         unknown = [k for k in kwargs if k not in params]
         if unknown:
@@ -142,10 +153,12 @@ def episode_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def run_episode(env: gym.Env, seed: int, noise: float) -> dict[str, Any]:
+def run_episode(
+    env: gym.Env, seed: int, noise: float, options: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """One expert episode. Returns arrays in the robomimic layout (obs_t, state_t, a_t, r_t)."""
     task = env.unwrapped
-    obs, info = env.reset(seed=seed)
+    obs, info = env.reset(seed=seed, options=options)
     expert = task.make_expert(noise=noise, seed=seed)
     expert.reset()
     observations, states, actions, rewards = [], [], [], []
@@ -161,6 +174,7 @@ def run_episode(env: gym.Env, seed: int, noise: float) -> dict[str, Any]:
     n = len(actions)
     return {
         "seed": seed,
+        "options": dict(options or {}),
         "success": bool(info["success"]),
         "actions": np.stack(actions),  # (N, 7)
         "rewards": np.asarray(rewards, np.float64),  # (N,)
@@ -180,8 +194,24 @@ def _worker_init(env_id: str, env_kwargs: dict[str, Any], noise: float) -> None:
     _worker.update(env=gym.make(env_id, **env_kwargs), noise=noise)
 
 
-def _worker_run(seed: int) -> dict[str, Any]:
-    return run_episode(_worker["env"], seed, _worker["noise"])
+def _worker_run(job: tuple[int, dict[str, Any]]) -> dict[str, Any]:
+    seed, options = job
+    return run_episode(_worker["env"], seed, _worker["noise"], options)
+
+
+def episode_jobs(args: Args, cues: int | None) -> list[tuple[int, dict[str, Any]]]:
+    """(reset seed, reset options) of every episode. With --paired-cues, episode i shows cue
+    i % cues on the scene of seed (--seed, i // cues); otherwise the seed draws the cue too."""
+    if not args.paired_cues:
+        return [(episode_seed(args.seed, i), {}) for i in range(args.episodes)]
+    if cues is None:
+        raise UsageError(f"--paired-cues needs a memory task with a cue; {args.task} has none")
+    if args.episodes % cues:
+        raise UsageError(
+            f"--paired-cues records each scene once per cue: --episodes must be a multiple of "
+            f"{cues}; got {args.episodes}"
+        )
+    return [(episode_seed(args.seed, i // cues), {"cue": i % cues}) for i in range(args.episodes)]
 
 
 def _check_output(args: Args) -> Path:
@@ -213,6 +243,7 @@ def collect(args: Args) -> dict[str, Any]:
     """Run the episodes, write `args.out` and `<out>.summary.json`; return the summary."""
     env_id = envs.task_id(args.task)
     env_kwargs = make_env_kwargs(args)
+    jobs = episode_jobs(args, getattr(env_class(args.task), "cues", None))
     tmp = _check_output(args)
     try:  # one env here: checks the kwargs and cameras, and gives env_args
         probe = gym.make(env_id, **env_kwargs)
@@ -229,19 +260,18 @@ def collect(args: Args) -> dict[str, Any]:
             raise UsageError(f"unknown camera(s) {unknown} for {args.task}; it renders: {have}")
     env_args = probe.unwrapped.env_args()
 
-    seeds = [episode_seed(args.seed, i) for i in range(args.episodes)]
     tried = kept = successes = steps = 0
     start = time.perf_counter()
     pool = writer = None
     try:
         writer = DemoWriter(tmp, env_args)
         if args.workers == 1:
-            episodes = (run_episode(probe, s, args.noise) for s in seeds)
+            episodes = (run_episode(probe, s, args.noise, o) for s, o in jobs)
         else:
             probe.close()  # each worker makes its own
             ctx = mp.get_context("spawn")
             pool = ctx.Pool(args.workers, _worker_init, (env_id, env_kwargs, args.noise))
-            episodes = pool.imap(_worker_run, seeds)  # results come back in episode order
+            episodes = pool.imap(_worker_run, jobs)  # results come back in episode order
         bar = tqdm(total=args.episodes, desc=f"collect {args.task}", unit="ep", disable=None)
         for ep in episodes:
             if _stop_signal:
@@ -250,7 +280,9 @@ def collect(args: Args) -> dict[str, Any]:
             successes += ep["success"]
             steps += len(ep["actions"])
             if ep["success"] or args.keep_failures:
-                writer.add(ep, ep["model_xml"], seed=ep["seed"], success=ep["success"])
+                writer.add(
+                    ep, ep["model_xml"], seed=ep["seed"], success=ep["success"], **ep["options"]
+                )
                 kept += 1
             bar.update()
             bar.set_postfix(kept=kept, success=f"{successes / tried:.0%}")

@@ -359,6 +359,8 @@ class _CuedTask(RobosuiteTask):
             horizon = self.DEFAULT_HORIZON + suite_kwargs["cue_steps"] + suite_kwargs["delay_steps"]
         super().__init__(horizon=horizon, suite_kwargs=suite_kwargs, **kwargs)
 
+    cues = CuedTableEnv.N_CHOICES  # cue values; reset(options={"cue": i}) forces one
+
     @property
     def cue(self) -> int:
         return self.suite.cue

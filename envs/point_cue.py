@@ -99,6 +99,7 @@ def _close_if_alive(ref: weakref.ref) -> None:
 
 class PointCueEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(1 / CONTROL_DT)}
+    cues = 2  # cue values; reset(options={"cue": i}) forces one (see envs/base.py)
 
     def __init__(
         self,

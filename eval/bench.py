@@ -764,6 +764,8 @@ class Results:
     """Cameras; default: the task's own on PointCue, agentview on robosuite tasks."""
     out: Path = Path("runs/results")
     """Where each run, table_<task>/compare.md|png and results_<task>.json go."""
+    paired_cues: bool = False
+    """Memory tasks: record each scene once per cue (ttm-collect --paired-cues)."""
 
     def run(self) -> None:
         from eval.results import run_table
@@ -778,6 +780,7 @@ class Results:
             eval_episodes=self.eval_episodes,
             image_size=self.image_size,
             cameras=self.cameras,
+            paired_cues=self.paired_cues,
         )
 
 

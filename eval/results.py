@@ -19,7 +19,8 @@ with: another `--episodes` needs another `--out`.
 Demonstrations and cameras follow `eval.quickstart.recipe` (each overridable): PointCue 200
 demonstrations at 32 px; robosuite tasks 100 demonstrations from the `agentview` camera at
 64 px, with robot proprioception and object poses (on the cued tasks the object poses do not
-reveal the cue, which only the images show).
+reveal the cue, which only the images show). `--paired-cues` records each scene once per cue
+instead (`ttm-collect --paired-cues`; docs/results.md measures it).
 """
 
 from __future__ import annotations
@@ -125,10 +126,10 @@ def run_cell(root: Path, core: str, steps: int, eval_episodes: int, seed: int) -
     return ev_path
 
 
-def _check_demos(data: Path, episodes: int) -> None:
-    """Cells on disk were collected for one episode count; refuse to mix another in. The count
-    asked for is the collection summary's `episodes_tried` (the expert's failed episodes are
-    not kept, so the file may hold fewer demonstrations)."""
+def _check_demos(data: Path, episodes: int, paired_cues: bool) -> None:
+    """Cells on disk were collected for one episode count, with or without paired cues; refuse
+    to mix another in. The count asked for is the collection summary's `episodes_tried` (the
+    expert's failed episodes are not kept, so the file may hold fewer demonstrations)."""
     import h5py
 
     from envs.hdf5 import demo_names
@@ -136,12 +137,21 @@ def _check_demos(data: Path, episodes: int) -> None:
     with h5py.File(data, "r") as f:
         have = len(demo_names(f))
     summary = Path(f"{data}.summary.json")
-    asked = json.loads(summary.read_text())["episodes_tried"] if summary.exists() else have
+    record = json.loads(summary.read_text()) if summary.exists() else {}
+    asked = record.get("episodes_tried", have)
     if asked != episodes:
         raise ValueError(
             f"{data} holds {have} demonstrations from {asked} episodes, not the {episodes} asked"
             f" for: its cells were trained on them. Pass --episodes {asked}, or another --out"
             f" for {episodes}."
+        )
+    paired = bool(record.get("args", {}).get("paired_cues", False))
+    if paired != paired_cues:
+        raise ValueError(
+            f"{data} was collected {'with' if paired else 'without'} paired cues, and this table"
+            f" asks for demonstrations {'with' if paired_cues else 'without'}: its cells were"
+            f" trained on them. {'Pass --paired-cues' if paired else 'Drop --paired-cues'}, or"
+            " another --out."
         )
 
 
@@ -156,8 +166,10 @@ def run_table(
     image_size: int | None = None,
     cameras: tuple[str, ...] | None = None,
     seed: int = 0,
+    paired_cues: bool = False,
 ) -> dict:
-    """Run the missing cells of `task`'s rows; `delays=()` means one row without a delay."""
+    """Run the missing cells of `task`'s rows; `delays=()` means one row without a delay.
+    `paired_cues` records each scene once per cue (`ttm-collect --paired-cues`)."""
     from envs.collect import Args, collect
     from eval.compare import compare
     from eval.quickstart import recipe
@@ -174,7 +186,7 @@ def run_table(
         root = cell_dir(out, task, delay)
         data = root / "demos.hdf5"
         if data.exists():
-            _check_demos(data, episodes)
+            _check_demos(data, episodes, paired_cues)
         else:
             t0 = time.perf_counter()
             collect(
@@ -188,6 +200,7 @@ def run_table(
                     seed=seed,
                     delay_steps=delay,
                     overwrite=True,
+                    paired_cues=paired_cues,
                 )
             )
             (root / "collect_timing.json").write_text(
@@ -215,6 +228,7 @@ def run_table(
         "delays": [d for d, _ in on_disk if d is not None],
         "cores": [c for c in CORES if any(k.endswith("/" + c) for k in rows)],
         "demos": episodes,
+        "paired_cues": paired_cues,
         "cameras": cameras,
         "image_size": image_size,
         "train_steps": steps,
@@ -245,6 +259,9 @@ def summary_markdown(out: Path) -> str:
     for task in envs.TASKS:
         for delay, root in cells_on_disk(out, task):
             name = task if delay is None else f"{task}, delay {delay}"
+            record = root / "demos.hdf5.summary.json"
+            if record.exists() and json.loads(record.read_text())["args"].get("paired_cues"):
+                name += ", paired cues"
             cells, ended, wall = [], [], []
             collect = root / "collect_timing.json"
             if collect.exists():

@@ -102,6 +102,34 @@ def test_workers_give_the_same_dataset(tmp_path, dataset):
                 np.testing.assert_array_equal(da["obs"][key], db["obs"][key])
 
 
+def test_paired_cues_record_each_scene_once_per_cue(tmp_path):
+    out = tmp_path / "paired.hdf5"
+    collect(Args(task="PointCue", out=out, episodes=4, seed=1, paired_cues=True))
+    with h5py.File(out) as f:
+        demos = [read_demo(f, name) for name in demo_names(f)]
+        env = make_from_env_args(read_env_args(f))
+    assert [int(d["attrs"]["cue"]) for d in demos] == [0, 1, 0, 1]
+    seeds = [int(d["attrs"]["seed"]) for d in demos]
+    assert seeds[0] == seeds[1] != seeds[2] == seeds[3]
+    cue_steps = env.unwrapped.cue_steps
+    env.close()
+    for a, b in (demos[:2], demos[2:]):
+        # The same scene: equal start state but for the cue (its last entry), and once the cue
+        # is gone, equal images until the point moves; only the actions tell the pair apart.
+        np.testing.assert_array_equal(a["states"][0][:-1], b["states"][0][:-1])
+        assert (a["states"][0][-1], b["states"][0][-1]) == (0, 1)
+        image_a, image_b = a["obs"]["agentview_image"], b["obs"]["agentview_image"]
+        assert not np.array_equal(image_a[0], image_b[0])  # the cue differs
+        np.testing.assert_array_equal(image_a[cue_steps], image_b[cue_steps])
+        assert not np.allclose(a["actions"][-1], b["actions"][-1])
+
+
+def test_paired_cues_need_a_task_with_a_cue(tmp_path):
+    with pytest.raises(UsageError, match="--paired-cues needs a memory task with a cue; Lift"):
+        collect(Args(task="Lift", out=tmp_path / "lift.hdf5", episodes=2, paired_cues=True))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_failures_are_dropped_unless_kept(tmp_path):
     # 5 + 10 held steps leave 3 moving steps: too few to reach a pad, so every episode fails.
     short = dict(task="PointCue", episodes=2, env_kwargs='{"max_steps": 18}')
@@ -143,6 +171,7 @@ def test_interrupted_run_leaves_no_file_under_the_output_name(tmp_path):
         (["--workers", "-2"], "--workers must be positive"),
         (["--out", "{existing}/x/demos.hdf5"], "existing.hdf5 is not a directory"),
         (["--out", "{existing}"], "exists; pass --overwrite"),
+        (["--paired-cues"], "--episodes must be a multiple of 2; got 1"),
     ],
 )
 def test_bad_input_exits_with_one_clear_line(tmp_path, argv, message):

@@ -22,6 +22,7 @@ def test_results_table_runs_reuses_and_merges_cores_and_delays(tmp_path):
     assert row["episodes"] == 2 and row["train_steps"] == 2 and row["train_wall_s"] > 0
     saved = json.loads((tmp_path / "results_PointCue.json").read_text())
     assert saved["cores"] == ["ttm", "none"] and saved["demos"] == 4
+    assert saved["paired_cues"] is False
     table = (tmp_path / "table_PointCue" / "compare.md").read_text()
     assert "| task | ttm | none |" in table and "/2, [" in table
     assert row["successes"] + row["failures"] + row["timeouts"] == 2
@@ -47,6 +48,9 @@ def test_results_table_runs_reuses_and_merges_cores_and_delays(tmp_path):
         ValueError, match="holds 4 demonstrations from 4 episodes, not the 6 asked for"
     ):
         run_table("PointCue", (3,), ("lstm",), tmp_path, episodes=6, steps=2, eval_episodes=2)
+    # So is a table on paired-cue demonstrations over a row collected without them.
+    with pytest.raises(ValueError, match="collected without paired cues, and this table asks"):
+        run_table("PointCue", (3,), ("lstm",), tmp_path, 4, 2, 2, paired_cues=True)
     assert not (cell / "lstm").exists()
 
     # No cores: nothing is collected or trained, the tables are rewritten.
@@ -61,3 +65,11 @@ def test_results_table_runs_reuses_and_merges_cores_and_delays(tmp_path):
     record.write_text(json.dumps({**json.loads(record.read_text()), "episodes_tried": 6}))
     sixth = run_table("PointCue", (3,), ("lstm",), tmp_path, episodes=6, steps=2, eval_episodes=2)
     assert "PointCue/delay3/lstm" in sixth["rows"]
+
+
+def test_results_table_on_paired_cue_demonstrations(tmp_path):
+    table = run_table("PointCue", (3,), ("none",), tmp_path, 4, 2, 2, paired_cues=True)
+    assert table["paired_cues"] is True
+    record = json.loads((tmp_path / "PointCue_delay3" / "demos.hdf5.summary.json").read_text())
+    assert record["args"]["paired_cues"] is True
+    assert "| PointCue, delay 3, paired cues | " in (tmp_path / "results.md").read_text()
