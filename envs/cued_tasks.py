@@ -339,6 +339,8 @@ class PlaceCuedExpert(experts.PickPlaceExpert):
 class _CuedTask(RobosuiteTask):
     """RobosuiteTask taking `cue_steps` / `delay_steps`; horizon grows with them."""
 
+    cues = CuedTableEnv.N_CHOICES  # cue values; reset(options={"cue": i}) forces one
+
     def __init__(
         self,
         *,
@@ -358,8 +360,6 @@ class _CuedTask(RobosuiteTask):
         if horizon is None:
             horizon = self.DEFAULT_HORIZON + suite_kwargs["cue_steps"] + suite_kwargs["delay_steps"]
         super().__init__(horizon=horizon, suite_kwargs=suite_kwargs, **kwargs)
-
-    cues = CuedTableEnv.N_CHOICES  # cue values; reset(options={"cue": i}) forces one
 
     @property
     def cue(self) -> int:

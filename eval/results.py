@@ -126,6 +126,17 @@ def run_cell(root: Path, core: str, steps: int, eval_episodes: int, seed: int) -
     return ev_path
 
 
+def _collection(data: Path) -> dict:
+    """The collection summary `ttm-collect` wrote beside `data` ({} for a file without one)."""
+    summary = Path(f"{data}.summary.json")
+    return json.loads(summary.read_text()) if summary.exists() else {}
+
+
+def _paired(record: dict) -> bool:
+    """Whether a collection summary's run recorded each scene once per cue."""
+    return bool(record.get("args", {}).get("paired_cues", False))
+
+
 def _check_demos(data: Path, episodes: int, paired_cues: bool) -> None:
     """Cells on disk were collected for one episode count, with or without paired cues; refuse
     to mix another in. The count asked for is the collection summary's `episodes_tried` (the
@@ -136,8 +147,7 @@ def _check_demos(data: Path, episodes: int, paired_cues: bool) -> None:
 
     with h5py.File(data, "r") as f:
         have = len(demo_names(f))
-    summary = Path(f"{data}.summary.json")
-    record = json.loads(summary.read_text()) if summary.exists() else {}
+    record = _collection(data)
     asked = record.get("episodes_tried", have)
     if asked != episodes:
         raise ValueError(
@@ -145,7 +155,7 @@ def _check_demos(data: Path, episodes: int, paired_cues: bool) -> None:
             f" for: its cells were trained on them. Pass --episodes {asked}, or another --out"
             f" for {episodes}."
         )
-    paired = bool(record.get("args", {}).get("paired_cues", False))
+    paired = _paired(record)
     if paired != paired_cues:
         raise ValueError(
             f"{data} was collected {'with' if paired else 'without'} paired cues, and this table"
@@ -259,8 +269,7 @@ def summary_markdown(out: Path) -> str:
     for task in envs.TASKS:
         for delay, root in cells_on_disk(out, task):
             name = task if delay is None else f"{task}, delay {delay}"
-            record = root / "demos.hdf5.summary.json"
-            if record.exists() and json.loads(record.read_text())["args"].get("paired_cues"):
+            if _paired(_collection(root / "demos.hdf5")):
                 name += ", paired cues"
             cells, ended, wall = [], [], []
             collect = root / "collect_timing.json"
