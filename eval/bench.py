@@ -766,6 +766,11 @@ class Results:
     """Where each run, table_<task>/compare.md|png and results_<task>.json go."""
     paired_cues: bool = False
     """Memory tasks: record each scene once per cue (ttm-collect --paired-cues)."""
+    write_gate: bool = False
+    """TTM cores: the gated memory write (TTMConfig.write_gate)."""
+    aux_final_keys: tuple[str, ...] = ()
+    """Every core: predict these low-dim keys' final values from every step, an auxiliary
+    loss (PolicyConfig.aux_final_keys), e.g. `robot0_eef_pos object`."""
 
     def run(self) -> None:
         from eval.results import run_table
@@ -781,6 +786,8 @@ class Results:
             image_size=self.image_size,
             cameras=self.cameras,
             paired_cues=self.paired_cues,
+            write_gate=self.write_gate,
+            aux_final_keys=self.aux_final_keys,
         )
 
 

@@ -88,8 +88,50 @@ def cell_row(run: Path) -> dict:
     }
 
 
-def run_cell(root: Path, core: str, steps: int, eval_episodes: int, seed: int) -> Path:
-    """Train `core` on root/demos.hdf5 and evaluate it; returns its eval.json (reused if done)."""
+def _model_options(run: Path) -> dict:
+    """The table options a trained cell was built with, read from its config.json."""
+    model = json.loads((run / "config.json").read_text())["model"]
+    return {
+        "write_gate": bool(model.get("ttm", {}).get("write_gate", False)),
+        "aux_final_keys": tuple(model.get("aux_final_keys", ())),
+    }
+
+
+def options_label(options: dict) -> str:
+    """', gated write, final-state loss (robot0_eef_pos)' style row suffix ('' for neither)."""
+    parts = ["gated write"] if options.get("write_gate") else []
+    if options.get("aux_final_keys"):
+        parts.append(f"final-state loss ({' '.join(options['aux_final_keys'])})")
+    return "".join(", " + p for p in parts)
+
+
+def _check_options(run: Path, write_gate: bool, aux_final_keys: tuple[str, ...]) -> None:
+    """A cell on disk was trained with or without the recipe options; refuse to mix."""
+    asked = {"write_gate": write_gate, "aux_final_keys": tuple(aux_final_keys)}
+    if not (run / "config.json").exists() or _model_options(run) == asked:
+        return
+
+    def say(o: dict) -> str:
+        return options_label(o).removeprefix(", ").replace(", ", " and ") or "neither option"
+
+    raise ValueError(
+        f"{run} was trained with {say(_model_options(run))}, and this table asks for"
+        f" {say(asked)} (--write-gate, --aux-final-keys). Ask for the same, or another --out."
+    )
+
+
+def run_cell(
+    root: Path,
+    core: str,
+    steps: int,
+    eval_episodes: int,
+    seed: int,
+    write_gate: bool = False,
+    aux_final_keys: tuple[str, ...] = (),
+) -> Path:
+    """Train `core` on root/demos.hdf5 and evaluate it; returns its eval.json (reused if done).
+    `write_gate` gives TTM cores the gated write (TTMConfig.write_gate); `aux_final_keys`
+    adds the final-state loss to any core (PolicyConfig.aux_final_keys)."""
     from eval.evaluate import EvalConfig, evaluate
     from eval.quickstart import QuickstartConfig, eval_current, train_config
     from train.train import checkpoint_steps, train
@@ -101,6 +143,9 @@ def run_cell(root: Path, core: str, steps: int, eval_episodes: int, seed: int) -
     # Baselines at the TTM's size: one layer, D=32 (LSTM: 2 x 64, as small as the TTM's unit).
     cfg.model.lstm = LSTMConfig(hidden=64, layers=2)
     cfg.model.transformer = CausalTransformerConfig(window=6, layers=1, heads=4, mlp_dim=64)
+    cfg.model.ttm = replace(cfg.model.ttm, write_gate=write_gate)
+    cfg.model.aux_final_keys = tuple(aux_final_keys)
+    _check_options(cfg.out, write_gate, aux_final_keys)
     timing = root / core / "timing.json"
     done = checkpoint_steps(cfg.out)
     if not (done and done[-1] >= steps):
@@ -177,9 +222,12 @@ def run_table(
     cameras: tuple[str, ...] | None = None,
     seed: int = 0,
     paired_cues: bool = False,
+    write_gate: bool = False,
+    aux_final_keys: tuple[str, ...] = (),
 ) -> dict:
     """Run the missing cells of `task`'s rows; `delays=()` means one row without a delay.
-    `paired_cues` records each scene once per cue (`ttm-collect --paired-cues`)."""
+    `paired_cues` records each scene once per cue (`ttm-collect --paired-cues`);
+    `write_gate` and `aux_final_keys` change the training recipe (see `run_cell`)."""
     from envs.collect import Args, collect
     from eval.compare import compare
     from eval.quickstart import recipe
@@ -197,6 +245,8 @@ def run_table(
         data = root / "demos.hdf5"
         if data.exists():
             _check_demos(data, episodes, paired_cues)
+            for core in cores:  # before anything is trained
+                _check_options(root / core, write_gate, aux_final_keys)
         else:
             t0 = time.perf_counter()
             collect(
@@ -217,7 +267,7 @@ def run_table(
                 json.dumps({"collect_wall_s": time.perf_counter() - t0})
             )
         for core in cores:
-            run_cell(root, core, steps, eval_episodes, seed)
+            run_cell(root, core, steps, eval_episodes, seed, write_gate, aux_final_keys)
     # The table lists every core evaluated so far at every delay on disk: other processes
     # (or earlier calls) may have run other cores or delays.
     rows, evals, on_disk = {}, [], cells_on_disk(out, task)
@@ -239,6 +289,8 @@ def run_table(
         "cores": [c for c in CORES if any(k.endswith("/" + c) for k in rows)],
         "demos": episodes,
         "paired_cues": paired_cues,
+        "write_gate": write_gate,
+        "aux_final_keys": list(aux_final_keys),
         "cameras": cameras,
         "image_size": image_size,
         "train_steps": steps,
@@ -271,6 +323,9 @@ def summary_markdown(out: Path) -> str:
             name = task if delay is None else f"{task}, delay {delay}"
             if _paired(_collection(root / "demos.hdf5")):
                 name += ", paired cues"
+            trained = [root / c for c in CORES if (root / c / "config.json").exists()]
+            if trained:
+                name += options_label(_model_options(trained[0]))
             cells, ended, wall = [], [], []
             collect = root / "collect_timing.json"
             if collect.exists():

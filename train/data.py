@@ -25,6 +25,7 @@ A sample (one item of `WindowDataset` / `EpisodeDataset`; `default_collate` adds
     action_mask         (T, K)       bool, only when action_horizon K > 0
     mask                (T,)         bool  True on real steps, False on padding
     is_first            (T,)         bool  True exactly on an episode's first step
+    final/<low-dim key> (D,)         float32 raw value at the episode's last step (hindsight goal)
     demo, start         ()           int64 demo index (into `Demos.names`) and first step
 
 Padding past an episode's end repeats its last frame and last action, with mask False.
@@ -375,6 +376,9 @@ class _DemoSamples(Dataset):
             tk = t[:, None] + np.arange(self.action_horizon)  # (T, K)
             item["actions"] = torch.from_numpy(d.actions[o + np.minimum(tk, n - 1)])  # (T, K, A)
             item["action_mask"] = torch.from_numpy((tk < n) & mask[:, None])  # (T, K)
+        item["final"] = {
+            k: torch.from_numpy(v[o + n - 1]) for k, v in d.obs.items() if not is_image_key(k)
+        }
         item["mask"] = torch.from_numpy(mask)
         item["is_first"] = torch.from_numpy(t == 0)
         item["demo"] = torch.tensor(e, dtype=torch.int64)

@@ -149,9 +149,17 @@ class PolicyConfig:
     """m in ACT's ensembling weights exp(-m i), i = 0 for the oldest prediction (ACT: 0.01)."""
     bptt: int | None = None
     """Cut gradients through the recurrent state every `bptt` steps in training (None: never)."""
+    aux_final_keys: tuple[str, ...] = ()
+    """Low-dim obs keys whose value at the episode's last step is predicted from every step, as
+    an auxiliary training loss (hindsight goal prediction; training only, not exported). On a
+    memory task the outcome depends on the cue, so this asks the memory to hold it at every
+    step, not only at the few steps where the actions differ. Empty: no auxiliary loss."""
+    aux_weight: float = 1.0
+    """Weight of the auxiliary loss (L1 on normalised values) against the action loss."""
 
     def __post_init__(self) -> None:
         self.obs_keys = tuple(self.obs_keys)
+        self.aux_final_keys = tuple(self.aux_final_keys)
         self.conv_channels = tuple(self.conv_channels)
         self.lowdim_dims = {str(k): int(v) for k, v in dict(self.lowdim_dims).items()}
         if not self.obs_keys:
@@ -198,6 +206,14 @@ class PolicyConfig:
             raise ValueError(f"PolicyConfig.ensemble_decay={self.ensemble_decay}: must be >= 0")
         if self.bptt is not None and self.bptt < 1:
             raise ValueError(f"PolicyConfig.bptt={self.bptt}: use None (no cut) or >= 1")
+        images = [k for k in self.aux_final_keys if is_image_key(k)]
+        if images:
+            raise ValueError(
+                f"PolicyConfig.aux_final_keys {images} are images: name low-dim keys the policy "
+                "reads (e.g. robot0_eef_pos)"
+            )
+        if self.aux_weight < 0:
+            raise ValueError(f"PolicyConfig.aux_weight={self.aux_weight}: must be >= 0")
         extra = sorted(set(self.lowdim_dims) - set(self.lowdim_keys))
         if extra:
             raise ValueError(
@@ -238,6 +254,7 @@ class PolicyConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["obs_keys"], d["conv_channels"] = list(self.obs_keys), list(self.conv_channels)
+        d["aux_final_keys"] = list(self.aux_final_keys)
         return d
 
     @classmethod
@@ -421,6 +438,22 @@ class TTMPolicy(nn.Module):
             )
         else:
             self.head = DiscreteHead(hidden=cfg.head_hidden, bins=cfg.bins, **common)
+        # Auxiliary: the episode's final value of `aux_final_keys`, from every step (training only).
+        # Checked here, not in PolicyConfig: obs_keys are final only once the data is known.
+        unread = [k for k in cfg.aux_final_keys if k not in cfg.lowdim_keys]
+        if unread:
+            raise ValueError(
+                f"PolicyConfig.aux_final_keys {unread} are not low-dim obs_keys "
+                f"{list(cfg.lowdim_keys)}: name keys the policy reads (e.g. robot0_eef_pos)"
+            )
+        aux_dim = sum(cfg.lowdim_dims[k] for k in cfg.aux_final_keys)
+        self.aux_head = (
+            nn.Sequential(
+                nn.Linear(in_dim, cfg.head_hidden), nn.GELU(), nn.Linear(cfg.head_hidden, aux_dim)
+            )
+            if aux_dim
+            else None
+        )
 
         self.normalizer = Normalizer(lowdim_dims=cfg.lowdim_dims, action_dim=cfg.action_dim)
         if stats is not None:
@@ -507,8 +540,12 @@ class TTMPolicy(nn.Module):
         is_first = batch.get("is_first")
         reset = t0.expand(B, T) if is_first is None else is_first.to(self.device, torch.bool) | t0
         out, _ = self.core(tokens, reset=reset, bptt=self.cfg.bptt)  # (B, T, R, D)
-        params = self.head(self.features(out))
+        feats = self.features(out)  # (B, T, F)
+        params = self.head(feats)
         loss, parts = self.head.loss(params, target, valid)
+        if self.aux_head is not None:
+            parts["aux_final"] = self._aux_loss(feats, batch, valid[..., 0])
+            loss = loss + self.cfg.aux_weight * parts["aux_final"]
         with torch.no_grad():
             pred = self.head.predict(params)  # (B, T, K, A)
             l1 = masked_mean((pred - target).abs().mean(-1), valid)
@@ -517,6 +554,26 @@ class TTMPolicy(nn.Module):
         metrics["metrics/action_l1_normalised"] = l1.item()
         metrics["metrics/valid_steps"] = float(valid[..., 0].sum().item())
         return loss, metrics
+
+    def _aux_loss(self, feats: torch.Tensor, batch: dict[str, Any], valid: torch.Tensor):
+        """L1 between the predicted and the true normalised final values, over valid steps."""
+        final = batch.get("final")
+        missing = [k for k in self.cfg.aux_final_keys if final is None or k not in final]
+        if missing:
+            raise KeyError(
+                f"aux_final_keys {missing} need batch['final'][key] (B, Dl), the episode's last "
+                "value; the datasets of train/data.py provide it"
+            )
+        norm = self.normalizer.obs
+        target = torch.cat(
+            [
+                norm[k].normalize(final[k].to(self.device, torch.float32))
+                for k in self.cfg.aux_final_keys
+            ],
+            dim=-1,
+        )  # (B, Daux)
+        err = (self.aux_head(feats) - target[:, None]).abs().mean(-1)  # (B, T)
+        return masked_mean(err, valid)
 
     @torch.no_grad()
     def predict_chunks(

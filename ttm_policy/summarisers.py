@@ -126,3 +126,24 @@ class AddEraseWrite(nn.Module):
         keep = (1 - select.unsqueeze(-1) * e.unsqueeze(2)).prod(dim=1)  # (B, M, D)
         added = torch.einsum("bwm,bwd->bmd", select, a)  # (B, M, D)
         return memory * keep + added, select
+
+
+class GatedWrite(nn.Module):
+    """`write_gate`: memory' = g * memory + (1 - g) * summary, g = sigmoid(W [memory ‖ summary] + b)
+    per slot and channel (a GRU-style update gate; not in the paper or the official module).
+
+    The summariser's write is a convex mix of memory, outputs and inputs, rebuilt every step,
+    so a fact seen once fades unless the write copies it exactly at every step. The gate
+    keeps a slot's channels where g is near 1; b starts at `bias` (g ~ 0.88 for 2) so the
+    memory holds by default and learns what to overwrite.
+    """
+
+    def __init__(self, *, dim: int, bias: float = 2.0):
+        super().__init__()
+        self.norm = nn.LayerNorm(2 * dim)
+        self.gate = nn.Linear(2 * dim, dim)
+        nn.init.constant_(self.gate.bias, bias)
+
+    def forward(self, memory: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:
+        g = torch.sigmoid(self.gate(self.norm(torch.cat([memory, summary], dim=-1))))  # (B, M, D)
+        return g * memory + (1 - g) * summary

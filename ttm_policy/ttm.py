@@ -16,7 +16,9 @@ Where this departs from the official module, it says so next to the code:
   slots, output slots, inputs) so any number of input tokens works;
 - the write concatenates [memory ‖ outputs ‖ inputs] (the official code orders
   [memory ‖ inputs ‖ outputs]; with position embeddings the order carries no meaning);
-- the add-erase write fixes the official add term (see `summarisers.AddEraseWrite`).
+- the add-erase write fixes the official add term (see `summarisers.AddEraseWrite`);
+- `write_gate=True` (off by default) adds a GRU-style update gate between the old memory and
+  the summariser's write (`summarisers.GatedWrite`), which is not in the paper.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ttm_policy.processing import MixerUnit, MLPUnit, TransformerUnit
 from ttm_policy.state import detach, where_reset
 from ttm_policy.summarisers import (
     AddEraseWrite,
+    GatedWrite,
     LinearSummariser,
     PoolSummariser,
     TokenLearner,
@@ -71,6 +74,10 @@ class TTMConfig:
     """Paper ablation: read from the inputs only, keep no memory."""
     position_embeddings: bool = True
     """Learned embeddings that tell memory, output and input tokens apart."""
+    write_gate: bool = False
+    """Mix the summariser's write into the old memory through a learned update gate (GRU
+    style) instead of replacing it, so the memory holds a fact by default. Not with add-erase,
+    which gates by itself."""
 
     def __post_init__(self):
         for name in ("dim", "memory_tokens", "read_tokens", "layers", "heads", "mlp_dim"):
@@ -85,6 +92,11 @@ class TTMConfig:
         if self.summariser not in Summariser.__args__:
             raise ValueError(
                 f"unknown summariser {self.summariser!r}; choose from {Summariser.__args__}"
+            )
+        if self.write_gate and self.summariser == "add-erase":
+            raise ValueError(
+                "TTMConfig(write_gate=True) with summariser='add-erase': add-erase already "
+                "gates its write (erase); use one of them"
             )
         if self.processing_unit not in ProcessingUnit.__args__:
             raise ValueError(
@@ -151,6 +163,8 @@ class TokenTuringMachine(nn.Module):
                 self.write = AddEraseWrite(dim=D, heads=R, bottleneck=cfg.bottleneck)
             else:
                 self.write = _make_summariser(cfg, None if N is None else M + R + N, M)
+            if cfg.write_gate:
+                self.write_gate = GatedWrite(dim=D)
             if cfg.memory_init == "learned":
                 self.memory_init = nn.Parameter(torch.randn(M, D) * 0.02)
 
@@ -225,6 +239,8 @@ class TokenTuringMachine(nn.Module):
                 [memory + self.write_memory_pos, out + self.write_output_pos, inp_write], dim=1
             )  # (B, M+R+N, D)
             new_memory, write_w = self.write(write_in)  # (B, M, D)
+            if self.cfg.write_gate:
+                new_memory = self.write_gate(memory, new_memory)  # (B, M, D)
         return out, new_memory, {"read": read_w, "write": write_w}
 
     def step(self, tokens: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -73,3 +73,31 @@ def test_results_table_on_paired_cue_demonstrations(tmp_path):
     record = json.loads((tmp_path / "PointCue_delay3" / "demos.hdf5.summary.json").read_text())
     assert record["args"]["paired_cues"] is True
     assert "| PointCue, delay 3, paired cues | " in (tmp_path / "results.md").read_text()
+
+
+def test_results_table_with_the_gated_write_and_final_state_loss(tmp_path):
+    """The recipe options reach the trained cells, the JSON and the row label; a row trained
+    without them is refused for a table asking for them, before anything is trained."""
+    opts = dict(write_gate=True, aux_final_keys=("robot0_eef_pos",))
+    table = run_table("PointCue", (3,), ("ttm", "lstm"), tmp_path, 4, 2, 2, **opts)
+    assert table["write_gate"] is True and table["aux_final_keys"] == ["robot0_eef_pos"]
+    cell = tmp_path / "PointCue_delay3"
+    for core in ("ttm", "lstm"):
+        model = json.loads((cell / core / "config.json").read_text())["model"]
+        assert model["ttm"]["write_gate"] is True
+        assert model["aux_final_keys"] == ["robot0_eef_pos"]
+        metrics = (cell / core / "metrics.jsonl").read_text()
+        assert '"losses/aux_final"' in metrics
+    label = "| PointCue, delay 3, gated write, final-state loss (robot0_eef_pos) | "
+    assert label in (tmp_path / "results.md").read_text()
+    stamp = (cell / "ttm" / "eval" / "eval.json").stat().st_mtime_ns
+    with pytest.raises(
+        ValueError,
+        match=r"trained with gated write and final-state loss \(robot0_eef_pos\), and this"
+        " table asks for neither option",
+    ):
+        run_table("PointCue", (3,), ("none", "ttm"), tmp_path, 4, 2, 2)
+    assert not (cell / "none").exists()
+    with pytest.raises(ValueError, match=r"asks for gated write \(--write-gate"):
+        run_table("PointCue", (3,), ("lstm",), tmp_path, 4, 2, 2, write_gate=True)
+    assert (cell / "ttm" / "eval" / "eval.json").stat().st_mtime_ns == stamp

@@ -144,6 +144,14 @@ def test_window_sampling(train_demos):
     )
     np.testing.assert_array_equal(item["actions"].numpy()[4:], np.repeat(actions[-1:], 6, 0))
 
+    # every sample carries its episode's last low-dim values (hindsight goal), never images
+    for i, e in ((0, 0), (42 + 5, 1), (38, 0)):
+        final = ds[i]["final"]
+        assert set(final) == {k for k in d.obs if not k.endswith("_image")}
+        np.testing.assert_array_equal(
+            final["robot0_eef_pos"].numpy(), d.episode(e)[0]["robot0_eef_pos"][-1]
+        )
+
     full = WindowDataset(d, window=T, pad_end=False)
     assert len(full) == (42 - T + 1) + (44 - T + 1)
     assert all(full[i]["mask"].all() for i in (0, len(full) - 1))
@@ -171,6 +179,9 @@ def test_episode_mode_pads_to_longest(train_demos):
     assert batch["mask"].sum(1).tolist() == [42, 44]
     assert batch["is_first"][:, 0].all() and not batch["is_first"][:, 1:].any()
     assert batch["demo"].tolist() == [0, 1] and batch["start"].tolist() == [0, 0]
+    np.testing.assert_array_equal(  # padding repeats the last frame: it is the final value
+        batch["final"]["robot0_eef_pos"].numpy(), batch["obs"]["robot0_eef_pos"][:, -1].numpy()
+    )
 
 
 def test_make_dataset_from_config(train_demos):

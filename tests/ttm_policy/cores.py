@@ -16,6 +16,10 @@ def make_core(kind: str):
     small = dict(dim=D, layers=1, heads=4, mlp_dim=64)
     if kind == "ttm":
         return TokenTuringMachine(TTMConfig(memory_tokens=16, read_tokens=4, **small))
+    if kind == "ttm-gated":
+        return TokenTuringMachine(
+            TTMConfig(memory_tokens=16, read_tokens=4, write_gate=True, **small)
+        )
     if kind == "ttm-memoryless":
         return TokenTuringMachine(
             TTMConfig(memory_tokens=16, read_tokens=4, memoryless=True, **small)
@@ -29,5 +33,5 @@ def make_core(kind: str):
     raise ValueError(kind)
 
 
-RECURRENT = ["ttm", "lstm", "transformer", "transformer-full"]
-ALL = ["ttm", "ttm-memoryless", "lstm", "transformer", "transformer-full"]
+RECURRENT = ["ttm", "ttm-gated", "lstm", "transformer", "transformer-full"]
+ALL = ["ttm", "ttm-gated", "ttm-memoryless", "lstm", "transformer", "transformer-full"]

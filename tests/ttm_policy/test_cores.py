@@ -46,7 +46,7 @@ def test_causality(kind):
     assert not torch.allclose(a[:, 7:], b[:, 7:])
 
 
-@pytest.mark.parametrize("kind", ["ttm", "lstm", "transformer-full"])
+@pytest.mark.parametrize("kind", ["ttm", "ttm-gated", "lstm", "transformer-full"])
 def test_memory_carries_information_to_the_last_step(kind):
     core = make_core(kind).eval()
     x = torch.randn(2, 20, N, D)
@@ -76,7 +76,9 @@ def test_windowed_transformer_forgets_beyond_its_window():
     torch.testing.assert_close(a[:, 4:], b[:, 4:], atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ["ttm", "lstm", "transformer-full"])  # the window has no path
+@pytest.mark.parametrize(
+    "kind", ["ttm", "ttm-gated", "lstm", "transformer-full"]
+)  # the window has no path
 def test_gradient_reaches_step_zero_and_bptt_cuts_it(kind):
     core = make_core(kind)
     x = torch.randn(2, 20, N, D, requires_grad=True)

@@ -170,15 +170,20 @@ def test_refusals(stats, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("summariser", ["tl-mha", "linear", "pool"])
-def test_ablation_summarisers_export_with_a_dynamic_batch(summariser, episode, stats, tmp_path):
+@pytest.mark.parametrize(
+    "summariser,gate", [("tl-mha", False), ("linear", False), ("pool", False), ("tl", True)]
+)
+def test_ablation_summarisers_export_with_a_dynamic_batch(
+    summariser, gate, episode, stats, tmp_path
+):
     """The ablations once traced their batch size as a constant (`tl-mha`, `linear`) or had
-    no ONNX form (`pool`): they export like the rest and match PyTorch."""
+    no ONNX form (`pool`): they export like the rest and match PyTorch, as does the gated
+    write."""
     policy = tiny_policy("ttm", stats)
     N = policy.cfg.num_tokens  # `linear` mixes a fixed number of tokens
-    ttm = replace(policy.cfg.ttm, summariser=summariser, input_tokens=N)
+    ttm = replace(policy.cfg.ttm, summariser=summariser, input_tokens=N, write_gate=gate)
     policy = TTMPolicy(replace(policy.cfg, ttm=ttm), stats).eval()
-    out = export_tiny(tmp_path, policy, summariser)
+    out = export_tiny(tmp_path, policy, f"{summariser}{'-gated' if gate else ''}")
     spec = json.loads((out / SPEC_NAME).read_text())
     assert spec["export_check"]["batch"] == "dynamic"
     assert spec["export_check"]["batches"] == [1, 3]

@@ -170,6 +170,36 @@ def test_trains(core, head, loss, batch, stats):
     assert last < first - 0.25 * abs(first), f"{core}/{head}: loss {first:.3f} -> {last:.3f}"
 
 
+def test_aux_final_loss(demo_path, batch, stats):
+    """aux_final_keys adds an L1 on the episode's final low-dim values, predicted at every
+    valid step: it is logged, weighted into the total, and trains the aux head and the core."""
+    cfg = tiny(aux_final_keys=("robot0_eef_pos",), aux_weight=0.5)
+    policy = TTMPolicy(cfg, stats).eval()
+    loss, metrics = policy(batch)
+    plain = TTMPolicy(tiny(), stats)
+    plain.load_state_dict(policy.state_dict(), strict=False)
+    base, _ = plain.eval()(batch)
+    assert metrics["losses/aux_final"] > 0
+    assert loss.item() == pytest.approx(base.item() + 0.5 * metrics["losses/aux_final"], rel=1e-5)
+    loss.backward()
+    for part in (policy.aux_head, policy.core):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+
+    # the target is batch["final"]: moving it changes the auxiliary loss
+    final = batch["final"]["robot0_eef_pos"]
+    moved = dict(batch, final={"robot0_eef_pos": final + 0.3})
+    assert policy(moved)[1]["losses/aux_final"] != pytest.approx(metrics["losses/aux_final"])
+    with pytest.raises(KeyError, match=r"batch\['final'\]"):
+        policy({k: v for k, v in batch.items() if k != "final"})
+    with pytest.raises(ValueError, match=r"aux_final_keys \['agentview_image'\] are images"):
+        tiny(aux_final_keys=("agentview_image",))
+    with pytest.raises(ValueError, match=r"aux_final_keys \['object'\] are not low-dim"):
+        TTMPolicy(tiny(aux_final_keys=("object",)), stats)
+    with pytest.raises(ValueError, match="aux_weight=-1"):
+        tiny(aux_final_keys=("robot0_eef_pos",), aux_weight=-1.0)
+    assert PolicyConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
 def test_padding_and_chunk_mask_do_not_count(batch, stats):
     """Changing actions on padded steps (mask False) leaves the loss unchanged."""
     policy = TTMPolicy(tiny(), stats).eval()  # eval: central crop, deterministic

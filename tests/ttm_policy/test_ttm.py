@@ -100,9 +100,28 @@ def test_bad_shapes_raise_value_error_naming_both_shapes(call, match):
         call(ttm())
 
 
+def test_write_gate_interpolates_between_keeping_and_replacing_memory():
+    """write_gate mixes old memory and the summariser's write per slot and channel: a gate
+    forced open (bias +50) keeps the memory exactly, forced shut (bias -50) is the plain
+    write; at its initial bias (2) it keeps most of the old memory."""
+    torch.manual_seed(0)
+    gated, plain = ttm(write_gate=True), ttm()
+    gated.load_state_dict(plain.state_dict(), strict=False)  # same read / process / write
+    memory, tokens = torch.randn(3, M, D), torch.randn(3, N, D)
+    with torch.no_grad():
+        _, replaced = plain.step(tokens, memory)
+        _, mixed = gated.step(tokens, memory)
+        assert (mixed - memory).abs().mean() < 0.3 * (replaced - memory).abs().mean()
+        gated.write_gate.gate.bias.fill_(50.0)
+        torch.testing.assert_close(gated.step(tokens, memory)[1], memory)
+        gated.write_gate.gate.bias.fill_(-50.0)
+        torch.testing.assert_close(gated.step(tokens, memory)[1], replaced)
+
+
 @pytest.mark.parametrize(
     "kw,match",
     [
+        (dict(write_gate=True, summariser="add-erase"), "already gates"),
         (dict(dim=30, heads=4), "divisible"),
         (dict(summariser="linear", input_tokens=None), "input_tokens"),
         (dict(summariser="nope"), "unknown summariser"),
