@@ -19,6 +19,7 @@ Under `torchrun --nproc-per-node N` the same command runs DDP (gloo on CPU, NCCL
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -542,6 +543,11 @@ def train(cfg: TrainConfig) -> dict:
             checksums, float(sum(p.detach().double().sum() for p in policy.parameters()))
         )
         torch.distributed.barrier()
+        # The DDP wrapper's reducer holds the process group: drop it first, so that the
+        # group's Gloo threads are joined here and not during interpreter shutdown, where
+        # a rank could abort ("terminate called without an active exception").
+        del model
+        gc.collect()
         torch.distributed.destroy_process_group()
     summary = {
         "world_size": world,
