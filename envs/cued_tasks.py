@@ -326,13 +326,24 @@ class LiftCuedExpert(experts.PickPlaceExpert):
 
 
 class PlaceCuedExpert(experts.PickPlaceExpert):
+    """Puts the cube down at a point drawn anywhere on the central part of the cued pad (not
+    always at its centre), so that its demonstrations open the gripper wherever the cube is
+    low over the pad, not only at one exact spot that a policy may miss by a centimetre or two."""
+
     carry_height = 0.12
+    place_spread = 0.02  # m: the release point is uniform in +-place_spread (x, y) of the centre
+    carry_tolerance = release_tolerance = 0.02
+
+    def reset(self) -> None:
+        super().reset()
+        self.place_offset = np.array([*self.rng.uniform(-1, 1, 2) * self.place_spread, 0.0])
 
     def grasp_target(self):
         return experts.cube_grasp(self, self.suite.cube_body_id)
 
     def place_target(self):
-        return self.suite.pad_centers()[self.suite.cue] + np.array([0.0, 0.0, CUBE_HALF + 0.005])
+        centre = self.suite.pad_centers()[self.suite.cue]
+        return centre + self.place_offset + np.array([0.0, 0.0, CUBE_HALF + 0.005])
 
 
 # ------------------------------------------------------------------------- gym envs

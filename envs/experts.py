@@ -147,6 +147,7 @@ class PickPlaceExpert(ArmExpert):
     release_steps = 8
     lower_gain = 0.6  # slower approach when placing
     carry_tolerance = 0.01  # m (xy) above the place point before lowering
+    release_tolerance = 0.01  # m, grip site to its place target before opening
 
     def reset(self) -> None:
         super().reset()
@@ -229,7 +230,7 @@ class PickPlaceExpert(ArmExpert):
                 self._goto("lower")
             return self.move(target, mat, CLOSE)
         if self.phase == "lower":
-            if np.linalg.norm(site_place - eef) < 0.01 or self.phase_t > 40:
+            if np.linalg.norm(site_place - eef) < self.release_tolerance or self.phase_t > 40:
                 self._goto("release")
             return self.move(site_place, mat, CLOSE, gain=self.lower_gain)
         if self.phase == "release":

@@ -157,3 +157,25 @@ def test_collect_hdf5_round_trip(tmp_path):
                     success |= info["success"]
                 assert success, f"{name} (model_file: {from_xml}): replay did not succeed"
         env.close()
+
+
+def test_place_expert_releases_anywhere_on_the_central_pad():
+    """The PlaceCued expert draws its release point per episode (seeded), so its demonstrations
+    open the gripper at several spots on the cued pad; every one of them succeeds."""
+    env = gym.make(envs.task_id("PlaceCued"), cameras=(), delay_steps=2)
+    finals = []
+    for seed in range(4):
+        obs, _ = env.reset(seed=3, options={"cue": 1})
+        expert = env.unwrapped.make_expert(noise=0.0, seed=seed)
+        done, info = False, {}
+        while not done:
+            obs, _, terminated, truncated, info = env.step(expert.act(obs))
+            done = terminated or truncated
+        assert info["success"], f"expert seed {seed}"
+        suite = env.unwrapped.suite
+        finals.append(suite.sim.data.body_xpos[suite.cube_body_id][:2].copy())
+    offsets = np.array(finals) - suite.pad_centers()[1][:2]
+    assert np.abs(offsets).max() < 0.045  # inside the pad (half side 5 cm)
+    spread = max(np.linalg.norm(a - b) for a in finals for b in finals)
+    assert spread > 0.01, f"release points {offsets} do not vary"
+    env.close()
