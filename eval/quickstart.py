@@ -145,8 +145,9 @@ def plot_curve(metrics: Path, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
-    rows = [r for r in rows if "losses/total" in r]
+    from train.train import read_metrics
+
+    rows = [r for r in read_metrics(metrics) if r.get("losses/total") is not None]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([r["step"] for r in rows], [r["losses/total"] for r in rows])
     ax.set_yscale("log")

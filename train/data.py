@@ -12,6 +12,12 @@ File layout read (robomimic's; see ../shared/DESIGN.md):
     data/demo_<i>/obs/<key> (N, H, W, 3) uint8 for `<camera>_image`, (N, D) float otherwise
     mask/train, mask/valid  demo names as bytes
 
+Every problem with a file is a `DatasetError` whose one-line message names the file, and the
+demo and key where there is one; h5py's own errors on a truncated or corrupt file included.
+A split without its mask reads every demo (with a warning); a mask that is empty or names a
+demo that is not in data/ is an error. (`ttm-train` validates on mask/valid, checked before
+the first step; without one it says so in one line and does not validate.)
+
 Everything else in a demo (rewards, dones, states, action_dict, extra obs keys) is ignored.
 Demos are sorted by their numeric suffix (demo_2 < demo_10) and their arrays concatenated
 along time into one array per key, decoded once (images stay uint8, low-dim and actions
@@ -37,6 +43,7 @@ import json
 import re
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -176,11 +183,108 @@ def _where(path: str, demo: str | None = None, key: str | None = None) -> str:
     return ", ".join(parts)
 
 
+_H5_ERRORS = (OSError, KeyError, TypeError, ValueError, AttributeError, RuntimeError)
+"""What h5py (and numpy decoding its arrays) raise on a truncated, corrupt or oddly built file;
+`load_demos` turns each into a DatasetError that names where it was reading."""
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())
+
+
+def _kind(x: Any) -> str:
+    """'group', 'dataset float64 (3,)' or the type: what an HDF5 entry is, for messages."""
+    if isinstance(x, h5py.Group):
+        return "group"
+    if isinstance(x, h5py.Dataset):
+        return f"dataset {x.dtype} {x.shape}"
+    return type(x).__name__
+
+
+@contextmanager
+def _reading(path: str, at: list[str | None]) -> Iterator[None]:
+    """Turn an error that h5py raises while reading `at` = [demo, key] into a DatasetError."""
+    try:
+        yield
+    except DatasetError:
+        raise
+    except _H5_ERRORS as e:
+        raise DatasetError(
+            f"{_where(path, *at)}: cannot be read ({_one_line(e)}); the file may be truncated "
+            "or corrupt: write it again"
+        ) from e
+
+
+def _open(path: str) -> h5py.File:
+    if not Path(path).is_file():
+        raise DatasetError(f"{path}: no such file (pass the path of a robomimic-format HDF5 file)")
+    try:
+        return h5py.File(path, "r")
+    except _H5_ERRORS as e:
+        raise DatasetError(
+            f"{path}: not a readable HDF5 file ({_one_line(e)}); a truncated copy or a "
+            "non-HDF5 file? write it again"
+        ) from e
+
+
+def _demo_groups(f: h5py.File, path: str) -> tuple[h5py.Group, list[str]]:
+    """The `data` group and its demo names, sorted by numeric suffix."""
+    data = f.get("data")
+    if data is None:
+        raise DatasetError(
+            f"{path}: no 'data' group; top-level keys are {sorted(f.keys())} "
+            "(expected robomimic layout data/demo_<i>)"
+        )
+    if not isinstance(data, h5py.Group):
+        raise DatasetError(
+            f"{_where(path, None, 'data')}: is a {_kind(data)}, expected the group of demos "
+            "data/demo_<i> (robomimic layout)"
+        )
+    available = sorted((k for k in data if isinstance(data.get(k), h5py.Group)), key=_demo_sort_key)
+    if not available:
+        raise DatasetError(f"{path}: the 'data' group holds no demos")
+    return data, available
+
+
+def _obs_group(g: h5py.Group, path: str, name: str) -> h5py.Group:
+    obs = g.get("obs")
+    if obs is None:
+        raise DatasetError(
+            f"{_where(path, name, 'obs')}: missing; the demo holds {sorted(g.keys())}"
+        )
+    if not isinstance(obs, h5py.Group):
+        raise DatasetError(
+            f"{_where(path, name, 'obs')}: is a {_kind(obs)}, expected the group of "
+            "observation datasets obs/<key>"
+        )
+    return obs
+
+
+def _mask(f: h5py.File, path: str, split: str) -> h5py.Dataset | None:
+    """`mask/<split>`, or None when the file has no such mask."""
+    masks = f.get("mask")
+    if masks is not None and not isinstance(masks, h5py.Group):
+        raise DatasetError(
+            f"{_where(path, None, 'mask')}: is a {_kind(masks)}, expected a group of "
+            "demo-name lists mask/train, mask/valid"
+        )
+    mask = masks.get(split) if masks is not None else None
+    if mask is not None and not isinstance(mask, h5py.Dataset):
+        raise DatasetError(
+            f"{_where(path, None, f'mask/{split}')}: is a {_kind(mask)}, expected a dataset "
+            "of demo names (bytes)"
+        )
+    return mask
+
+
 def _split_names(f: h5py.File, path: str, split: str, available: list[str]) -> list[str]:
-    """Demo names of `split` from `mask/<split>`; every demo (with a warning) if no such mask."""
+    """Demo names of `split` from `mask/<split>`; every demo (with a warning) if no such mask.
+    A mask that is empty or names a demo not in data/ is an error: it is a broken file, and
+    ignoring it would silently train or validate on other data than asked."""
     if split == "all":
         return available
-    if "mask" not in f or split not in f["mask"]:
+    mask = _mask(f, path, split)
+    if mask is None:
         warnings.warn(
             f"{path}: no mask/{split} in the file, so split={split!r} uses ALL {len(available)} demos "
             "(train and valid are then the same data); write mask/train and mask/valid "
@@ -189,65 +293,129 @@ def _split_names(f: h5py.File, path: str, split: str, available: list[str]) -> l
             stacklevel=3,
         )
         return available
-    raw = np.asarray(f["mask"][split][()]).reshape(-1)
+    where = _where(path, None, f"mask/{split}")
+    raw = np.asarray(mask[()]).reshape(-1)
+    if raw.size == 0:
+        raise DatasetError(
+            f"{where}: mask/{split} is empty: no demos to load for split={split!r} (list demo "
+            "names in it, or delete it)"
+        )
+    if raw.dtype.kind not in "SUO":
+        raise DatasetError(f"{where}: expected demo names (bytes), got {raw.dtype} {mask.shape}")
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
     missing = [n for n in names if n not in available]
     if missing:
         raise DatasetError(
-            f"{path}: mask/{split} names demos {missing} that are not in data/ (available: {available})"
+            f"{where}: mask/{split} names demos {missing} that are not in data/ "
+            f"(available: {available})"
         )
-    if not names:
-        raise DatasetError(f"{path}: mask/{split} is empty: no demos to load for split={split!r}")
     return sorted(set(names), key=_demo_sort_key)
 
 
+def has_split(path: str | Path, split: str) -> bool:
+    """Whether the file holds `mask/<split>` (DatasetError if it is not a readable demo file).
+    `ttm-train` validates on `mask/valid` only when there is one."""
+    path = str(path)
+    at: list[str | None] = [None, None]
+    with _reading(path, at), _open(path) as f:
+        return _mask(f, path, split) is not None
+
+
+def first_demo_obs_keys(path: str | Path) -> list[str]:
+    """Observation keys of the file's first demo (by numeric suffix), to choose default keys;
+    DatasetError if the file has no such thing (`load_demos` then checks every demo)."""
+    path = str(path)
+    at: list[str | None] = [None, None]
+    with _reading(path, at), _open(path) as f:
+        _, available = _demo_groups(f, path)
+        at[0] = available[0]
+        return sorted(_obs_group(f["data"][available[0]], path, available[0]).keys())
+
+
+def _num_samples(value: Any) -> int | None:
+    """The attribute as an int, or None if it is not one (robomimic writes an int)."""
+    a = np.asarray(value)
+    if a.size != 1:
+        return None
+    v = a.reshape(())[()]
+    if np.issubdtype(a.dtype, np.integer):
+        return int(v)
+    if np.issubdtype(a.dtype, np.floating) and float(v).is_integer():
+        return int(v)
+    return None
+
+
+def _env_args(data: h5py.Group, path: str) -> dict[str, Any]:
+    """`data.attrs['env_args']` (robomimic: JSON of env_name, env_type, env_kwargs); {} if absent."""
+    if "env_args" not in data.attrs:
+        return {}
+    raw = data.attrs["env_args"]
+    where = f"{path}: data attribute 'env_args'"
+    if not isinstance(raw, (str, bytes)):
+        raise DatasetError(f"{where}: expected a JSON string, got {type(raw).__name__} {raw!r:.80}")
+    try:
+        env_args = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{where}: is not valid JSON ({_one_line(e)})") from e
+    if not isinstance(env_args, dict):
+        raise DatasetError(
+            f"{where}: expected a JSON object (env_name, env_kwargs, ...), got "
+            f"{type(env_args).__name__} {env_args!r:.80}"
+        )
+    return env_args
+
+
+def _is_real(dtype: np.dtype) -> bool:
+    """Integer or float (not bool, complex, strings or compound types)."""
+    return np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+
+
 def load_demos(
-    path: str | Path, obs_keys: tuple[str, ...] | list[str], split: str = "train"
+    path: str | Path,
+    obs_keys: tuple[str, ...] | list[str],
+    split: str = "train",
+    *,
+    like: Demos | None = None,
 ) -> Demos:
     """Read, validate and decode the demos of `split`; raise DatasetError naming file, demo, key.
+
+    Every problem, whatever raises it (our checks, h5py on a truncated or corrupt file, numpy
+    decoding an odd dtype), is a DatasetError with a one-line message. `split`: see
+    `_split_names` (no mask: every demo, with a warning; an empty mask or one naming a missing
+    demo: an error). `like`: the demos must have the same per-step shapes and action width as
+    these (the training split, when loading the validation split), so one model takes both.
 
     Two passes: the first checks structure, shapes and dtypes from metadata only and sizes
     the arrays; the second decodes each dataset straight into its rows and checks values.
     """
     path = str(path)
     obs_keys = tuple(obs_keys)
-    if not Path(path).is_file():
-        raise DatasetError(f"{path}: no such file (pass the path of a robomimic-format HDF5 file)")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from e
-    with f:
-        if "data" not in f or not isinstance(f["data"], h5py.Group):
-            raise DatasetError(
-                f"{path}: no 'data' group; top-level keys are {sorted(f.keys())} (expected robomimic layout data/demo_<i>)"
-            )
-        data = f["data"]
-        available = sorted((k for k in data if isinstance(data[k], h5py.Group)), key=_demo_sort_key)
-        if not available:
-            raise DatasetError(f"{path}: the 'data' group holds no demos")
+    at: list[str | None] = [None, None]  # [demo, key] being read, for errors h5py raises
+    with _reading(path, at), _open(path) as f:
+        data, available = _demo_groups(f, path)
         names = _split_names(f, path, split, available)
-        env_args: dict[str, Any] = {}
-        if "env_args" in data.attrs:
-            try:
-                env_args = json.loads(data.attrs["env_args"])
-            except json.JSONDecodeError as e:
-                raise DatasetError(
-                    f"{path}: data attribute 'env_args' is not valid JSON ({e})"
-                ) from e
+        env_args = _env_args(data, path)
 
         # Pass 1: structure, shapes, dtypes, lengths (metadata only).
-        lengths, step_shapes, action_dim = [], {}, None
+        lengths: list[int] = []
+        step_shapes: dict[str, tuple[int, ...]] = {}
+        action_dim = None
+        earlier = "earlier demos have"
+        if like is not None:
+            step_shapes = {k: s for k, s in like.obs_shapes.items() if k in obs_keys}
+            action_dim, earlier = like.action_dim, "the training split has"
         for name in names:
+            at[:] = [name, "actions"]
             g = data[name]
-            if "actions" not in g:
+            a = g.get("actions")
+            if a is None:
                 raise DatasetError(
                     f"{_where(path, name, 'actions')}: missing; the demo holds {sorted(g.keys())}"
                 )
-            a = g["actions"]
-            if a.ndim != 2:
+            if not isinstance(a, h5py.Dataset) or a.ndim != 2 or not _is_real(a.dtype):
                 raise DatasetError(
-                    f"{_where(path, name, 'actions')}: expected (N, A), got shape {a.shape}"
+                    f"{_where(path, name, 'actions')}: expected a float dataset (N, A), got a "
+                    f"{_kind(a)}"
                 )
             if a.shape[0] == 0:
                 raise DatasetError(f"{_where(path, name, 'actions')}: empty demo (0 steps)")
@@ -255,19 +423,35 @@ def load_demos(
             action_dim = action_dim or a.shape[1]
             if a.shape[1] != action_dim:
                 raise DatasetError(
-                    f"{_where(path, name, 'actions')}: {a.shape[1]}-D actions, but earlier demos have {action_dim}-D"
+                    f"{_where(path, name, 'actions')}: {a.shape[1]}-D actions, but {earlier} {action_dim}-D"
                 )
-            if "num_samples" in g.attrs and int(g.attrs["num_samples"]) != n:
-                raise DatasetError(
-                    f"{_where(path, name, 'actions')}: {n} steps but attribute num_samples={int(g.attrs['num_samples'])}"
-                )
-            have = sorted(g["obs"].keys()) if "obs" in g else []
+            if "num_samples" in g.attrs:
+                at[1] = "num_samples"
+                value = g.attrs["num_samples"]
+                count = _num_samples(value)
+                if count is None:
+                    raise DatasetError(
+                        f"{_where(path, name)}, attribute 'num_samples': {value!r:.80} is not an "
+                        f"integer (expected the demo's step count, {n})"
+                    )
+                if count != n:
+                    raise DatasetError(
+                        f"{_where(path, name, 'actions')}: {n} steps but attribute num_samples={count}"
+                    )
+            at[1] = "obs"
+            obs_group = _obs_group(g, path, name)
+            have = sorted(obs_group.keys())
             for key in obs_keys:
+                at[1] = key
                 if key not in have:
                     raise DatasetError(
                         f"{_where(path, name, key)}: missing observation key; available obs keys: {have}"
                     )
-                ds = g["obs"][key]
+                ds = obs_group[key]
+                if not isinstance(ds, h5py.Dataset):
+                    raise DatasetError(
+                        f"{_where(path, name, key)}: is a {_kind(ds)}, expected a dataset (N, ...)"
+                    )
                 n_obs = ds.shape[0] if ds.ndim else 0  # a scalar dataset holds no steps
                 if n_obs != n:
                     raise DatasetError(
@@ -278,16 +462,14 @@ def load_demos(
                         raise DatasetError(
                             f"{_where(path, name, key)}: expected uint8 images (N, H, W, 3), got {ds.dtype} {ds.shape}"
                         )
-                elif ds.ndim not in (1, 2) or not (
-                    np.issubdtype(ds.dtype, np.number) or ds.dtype == bool
-                ):
+                elif ds.ndim not in (1, 2) or not (_is_real(ds.dtype) or ds.dtype == bool):
                     raise DatasetError(
                         f"{_where(path, name, key)}: expected numeric low-dim (N, D), got {ds.dtype} {ds.shape}"
                     )
                 shape = tuple(ds.shape[1:]) if ds.ndim > 1 else (1,)
                 if step_shapes.setdefault(key, shape) != shape:
                     raise DatasetError(
-                        f"{_where(path, name, key)}: per-step shape {shape}, but earlier demos have {step_shapes[key]}"
+                        f"{_where(path, name, key)}: per-step shape {shape}, but {earlier} {step_shapes[key]}"
                     )
             lengths.append(n)
 
@@ -296,20 +478,22 @@ def load_demos(
         offsets = np.concatenate([[0], np.cumsum(lengths_np)[:-1]]).astype(np.int64)  # (E,)
         total = int(lengths_np.sum())
         obs = {
-            k: np.empty((total, *s), np.uint8 if is_image_key(k) else np.float32)
-            for k, s in step_shapes.items()
+            k: np.empty((total, *step_shapes[k]), np.uint8 if is_image_key(k) else np.float32)
+            for k in obs_keys
         }
         actions = np.empty((total, action_dim), np.float32)  # (sum N, A)
         for name, o, n in zip(names, offsets, lengths_np):
             g = data[name]
             rows = slice(int(o), int(o + n))
             for key in obs_keys:
+                at[:] = [name, key]
                 x = g["obs"][key][()]
                 if not is_image_key(key):
                     # (N, D): float64 on disk -> float32; (N,) -> (N, 1)
                     x = np.asarray(x, np.float32).reshape(n, -1)
                     _check_finite(x, path, name, key)
                 obs[key][rows] = x
+            at[:] = [name, "actions"]
             a = np.asarray(g["actions"][()], np.float32)  # (N, A)
             _check_finite(a, path, name, "actions")
             bad = np.argwhere(np.abs(a) > 1.0)

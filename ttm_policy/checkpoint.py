@@ -7,15 +7,24 @@
 
 `load_pretrained` rebuilds the policy from these two files alone (no dataset, no train/);
 nothing is pickled. Writes are atomic: the files go into a temporary sibling directory that
-replaces the target in one rename, so a reader sees the old checkpoint or the new one, never
-half of one. A trainer that adds its own files (optimiser state) to the same directory uses
+then takes the target's place, so a reader sees the old checkpoint or the new one, never half
+of one, and never none. Replacing an existing directory is one system call on Linux
+(renameat2 with RENAME_EXCHANGE swaps the two names; the old one is deleted after); where
+that call is missing the old directory is moved aside first, which leaves a moment without
+one. Leftovers of writers killed mid-way (`.<name>.tmp-<pid>-*`, `.<name>.old-<pid>-*`) are
+deleted by the next write of the same name once their process is gone. Directories and files
+get the modes the umask gives (not mkdtemp's 0700), so another account can read an export.
+A trainer that adds its own files (optimiser state) to the same directory uses
 `atomic_directory` + `write_policy_files` itself.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -45,23 +54,97 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the names `a` and `b` in one step (Linux renameat2 RENAME_EXCHANGE); False if
+    this system or filesystem cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, f"renameat2({a}, {b}, RENAME_EXCHANGE): {os.strerror(err)}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_leftovers(parent: Path, name: str | None = None) -> list[Path]:
+    """Delete the temporary and old directories in `parent` (of `name`, or of any name) that
+    killed writers left behind (their process is gone); returns what was deleted."""
+    removed: list[Path] = []
+    who = re.escape(name) if name is not None else ".+"
+    pattern = re.compile(rf"\.{who}\.(tmp|old)-(\d+)-")
+    if not parent.is_dir():
+        return removed
+    for p in parent.iterdir():
+        m = pattern.match(p.name)
+        if m and p.is_dir() and not p.is_symlink() and not _pid_alive(int(m.group(2))):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _sibling(directory: Path, kind: str) -> Path:
+    return Path(
+        tempfile.mkdtemp(prefix=f".{directory.name}.{kind}-{os.getpid()}-", dir=directory.parent)
+    )
+
+
+def remove_directory(directory: str | Path) -> None:
+    """Delete `directory` so that it disappears in one rename (a kill during the deletion
+    leaves a hidden leftover that `remove_leftovers` deletes, not half a checkpoint)."""
+    directory = Path(directory)
+    if not directory.exists():
+        return
+    old = _sibling(directory, "old")
+    os.replace(directory, old)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextmanager
 def atomic_directory(directory: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary directory next to `directory`; on a clean exit it replaces
-    `directory` (an existing one is moved aside first, then deleted); on an error it is
-    removed and `directory` is untouched."""
+    """Yield an empty temporary directory next to `directory`; on a clean exit it takes the
+    place of `directory` (see the module docstring); on an error it is removed and
+    `directory` is untouched."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    remove_leftovers(directory.parent, directory.name)
+    tmp = _sibling(directory, "tmp")
     try:
         yield tmp
+        mask = _umask()
         for f in tmp.iterdir():
             if f.is_file():
+                f.chmod(0o666 & ~mask)
                 _fsync(f)
+        tmp.chmod(0o777 & ~mask)
         _fsync(tmp)
+        if directory.exists() and _exchange(tmp, directory):
+            _fsync(directory.parent)
+            shutil.rmtree(tmp, ignore_errors=True)  # now the old directory
+            return
         old = None
-        if directory.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
+        if directory.exists():  # no atomic exchange here: a brief moment without `directory`
+            old = _sibling(directory, "old")
             os.replace(directory, old)  # renaming a directory onto an empty one is allowed
         os.replace(tmp, directory)
         _fsync(directory.parent)

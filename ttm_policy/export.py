@@ -73,11 +73,14 @@ from ttm_policy.checkpoint import (
     load_pretrained,
 )
 from ttm_policy.policy import TTMPolicy, is_image_key
-from ttm_policy.runtime import sha256  # torch-free; the runtime checks the same hashes
+from ttm_policy.runtime import (  # torch-free: the runtime reads the same spec and hashes
+    SPEC_FORMAT,
+    SPEC_NAME,
+    SPEC_VERSION,
+    sha256,
+    spec_digest,
+)
 
-SPEC_NAME = "policy_spec.json"
-SPEC_FORMAT = "ttm_policy.export"
-SPEC_VERSION = 1
 MODEL_NAMES = {"onnx": "policy.onnx"}
 ACTION_OUTPUT = "action_chunk"
 DEFAULT_HZ = 20.0  # robosuite's and PointCue's control rate
@@ -207,6 +210,13 @@ def _check(
             chunk_ref, state_ref = policy.step(dict(zip(policy.cfg.obs_keys, obs)), state_ref)
             chunk, *state = run(obs, state)
             ref = _as_tuple(state_ref)
+            outputs = [chunk_ref, chunk, *state, *(ref[i] for i in step.kept)]
+            if not all(torch.isfinite(x).all() for x in outputs if x.is_floating_point()):
+                # max(0.0, nan) is 0.0: without this a NaN policy would pass the check below
+                raise ExportError(
+                    "the policy gives non-finite actions or state on in-range inputs (PyTorch "
+                    "or ONNX); a diverged checkpoint cannot be exported"
+                )
             worst["action"] = max(worst["action"], (chunk - chunk_ref).abs().max().item())
             for i, s in zip(step.kept, state):
                 worst["state"] = max(
@@ -301,9 +311,24 @@ def _control_hz(checkpoint: Path, override: float | None) -> float:
 
 def _env_args(checkpoint: Path) -> dict | None:
     """The training data's env (`env_args.json`, written by ttm-train), so a simulator-backed
-    controller can make the same env; None if the checkpoint has none."""
+    controller can make the same env; None if the checkpoint has none. CheckpointError if
+    it is not a JSON object."""
     path = checkpoint / "env_args.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        env_args = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(
+            f"{path}: not valid JSON ({e}); copy it from the run's dataset (data attribute "
+            "env_args) or delete it to export without an env description"
+        ) from e
+    if not isinstance(env_args, dict):
+        raise CheckpointError(
+            f"{path}: expected a JSON object (env_name, env_kwargs, ...), got "
+            f"{type(env_args).__name__}"
+        )
+    return env_args
 
 
 def _spec(policy: TTMPolicy, step: ControlStep, files: dict, **extra) -> dict:
@@ -386,6 +411,17 @@ def export(
             "replaced as a whole: choose a new or empty --out"
         )
     policy = load_pretrained(checkpoint).float().eval()
+    bad = [
+        n
+        for n, t in policy.state_dict().items()
+        if t.is_floating_point() and not t.isfinite().all()
+    ]
+    if bad:
+        raise ExportError(
+            f"{checkpoint / WEIGHTS_NAME}: non-finite values in {len(bad)} tensors, first "
+            f"{bad[0]!r}: the run diverged; export an earlier checkpoint"
+        )
+    env_args = _env_args(checkpoint)  # a damaged file fails here, before any work
     step = ControlStep(policy)
     model_name = MODEL_NAMES[format]
     with atomic_directory(out) as tmp:
@@ -405,11 +441,12 @@ def export(
                 "weights_sha256": sha256(checkpoint / WEIGHTS_NAME),
             },
             export_check=check,
-            env_args=_env_args(checkpoint),
+            env_args=env_args,
         )
         for entry, s in zip(spec["state"], initial_state(step, policy, 1)):
             np.save(tmp / entry["init_file"], s[0].numpy(), allow_pickle=False)  # one sample
         spec["files_sha256"] = {name: sha256(tmp / name) for name in files}
+        spec["spec_sha256"] = spec_digest(spec)
         (tmp / SPEC_NAME).write_text(json.dumps(spec, indent=2) + "\n")
     return out / model_name
 

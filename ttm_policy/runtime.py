@@ -25,14 +25,21 @@ after a reset; for delta actions this keeps moving: choose it only for absolute 
 A good tick sets `last_error = None` and `consecutive_faults = 0`. Extra observation keys
 are ignored; low-dim values of any floating dtype are cast to float32.
 
-Load-time problems (a missing, corrupt or mismatched file) raise `PolicyLoadError` naming the
-file and what is wrong.
+Every action that leaves `__call__` is finite and inside the spec's [low, high]; one that is
+not (whatever produced it) is replaced by the safe action and reported in `last_error`.
+
+Load-time problems (a missing, corrupt or mismatched file, a spec field of the wrong type or
+value: non-finite or crossed action bounds, shapes or dtypes that disagree with the graph)
+raise `PolicyLoadError` naming the file and the field. The spec is sealed like the other
+files: `spec_sha256` is the sha256 of the spec's canonical JSON without that entry, so a
+hand-edited or damaged spec is refused (re-export rather than edit).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,7 +49,7 @@ import onnxruntime as ort
 # Kept equal to ttm_policy.export's (which imports torch, so it is not imported here).
 SPEC_NAME = "policy_spec.json"
 SPEC_FORMAT = "ttm_policy.export"
-SPEC_VERSION = 1
+SPEC_VERSION = 2  # 2: the spec carries spec_sha256
 ONNX_TYPES = {
     "float32": "tensor(float)",
     "uint8": "tensor(uint8)",
@@ -62,6 +69,90 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def spec_digest(spec: dict[str, Any]) -> str:
+    """sha256 of the spec's canonical JSON (sorted keys, no spaces), `spec_sha256` left out."""
+    body = {k: v for k, v in spec.items() if k != "spec_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_file_name(x: Any) -> bool:
+    """A plain name inside the export directory (no path, so no file outside it is read)."""
+    return isinstance(x, str) and x not in ("", ".", "..") and "/" not in x and "\\" not in x
+
+
+def _check_fields(spec: dict[str, Any]) -> str | None:
+    """The first field of the spec with a wrong type or value, as a message; None if all
+    are right. Shapes and dtypes against the graph are checked later, on the graph."""
+
+    def shape_ok(shape: Any) -> bool:
+        return isinstance(shape, list) and all(_is_int(d) and d > 0 for d in shape)
+
+    if not _is_file_name(spec["model_file"]):
+        return f"model_file {spec['model_file']!r}: a file name in the export directory"
+    names: set[str] = set()
+    for i, o in enumerate(spec["observations"]):
+        where = f"observations[{i}]"
+        if not isinstance(o.get("name"), str) or not o["name"] or o["name"] in names:
+            return f"{where}.name {o.get('name')!r}: a non-empty string, unique"
+        names.add(o["name"])
+        if o["kind"] not in ("image", "lowdim"):
+            return f"{where}.kind {o['kind']!r}: 'image' or 'lowdim'"
+        if not shape_ok(o["shape"]):
+            return f"{where}.shape {o['shape']!r}: a list of positive integers"
+        want = "uint8" if o["kind"] == "image" else "float32"
+        if o["dtype"] != want:
+            return f"{where}.dtype {o['dtype']!r}: {o['kind']} observations are {want}"
+        if o["kind"] == "image" and (len(o["shape"]) != 3 or o["shape"][2] != 3):
+            return f"{where}.shape {o['shape']!r}: an image is (H, W, 3)"
+    for i, st in enumerate(spec["state"]):
+        where = f"state[{i}]"
+        for key in ("name", "output"):
+            if not isinstance(st[key], str) or not st[key] or st[key] in names:
+                return f"{where}.{key} {st[key]!r}: a non-empty string, unique"
+            names.add(st[key])
+        if not _is_file_name(st["init_file"]):
+            return f"{where}.init_file {st['init_file']!r}: a file name in the export directory"
+        if not shape_ok(st["shape"]):
+            return f"{where}.shape {st['shape']!r}: a list of positive integers"
+        if st["dtype"] not in ONNX_TYPES:
+            return f"{where}.dtype {st['dtype']!r}: one of {sorted(ONNX_TYPES)}"
+    a = spec["action"]
+    if not isinstance(a["name"], str) or not a["name"] or a["name"] in names:
+        return f"action.name {a['name']!r}: a non-empty string, unique"
+    for key in ("dim", "horizon"):
+        if not _is_int(a[key]) or a[key] < 1:
+            return f"action.{key} {a[key]!r}: a positive integer"
+    if a["chunk_execution"] not in ("queue", "ensemble"):
+        return f"action.chunk_execution {a['chunk_execution']!r}: 'queue' or 'ensemble'"
+    decay = a.get("ensemble_decay", 0.01)
+    if not _is_number(decay) or decay < 0:
+        return f"action.ensemble_decay {decay!r}: a finite number >= 0"
+    for key in ("low", "high"):
+        b = a[key]
+        if not isinstance(b, list) or len(b) != a["dim"] or not all(map(_is_number, b)):
+            return f"action.{key} {b!r}: a list of dim={a['dim']} finite numbers"
+    crossed = [i for i, (lo, hi) in enumerate(zip(a["low"], a["high"])) if not lo < hi]
+    if crossed:
+        return f"action.low/high: low >= high on axes {crossed}"
+    no_zero = [i for i, (lo, hi) in enumerate(zip(a["low"], a["high"])) if not lo <= 0.0 <= hi]
+    if no_zero:  # the safe action (and `hold` before the first good tick) is zeros
+        return f"action.low/high: axes {no_zero} exclude 0, the runtime's safe action"
+    if not _is_number(spec["control_hz"]) or spec["control_hz"] <= 0:
+        return f"control_hz {spec['control_hz']!r}: a finite number > 0"
+    if not all(_is_file_name(k) and isinstance(v, str) for k, v in spec["files_sha256"].items()):
+        return "files_sha256: a map from file names in the export directory to hex digests"
+    return None
 
 
 def load_spec(directory: str | Path) -> dict[str, Any]:
@@ -88,6 +179,15 @@ def load_spec(directory: str | Path) -> dict[str, Any]:
             f"{path}: model_format {spec.get('model_format')!r}; the runtime runs ONNX: "
             "export with --format onnx"
         )
+    try:
+        digest = spec_digest(spec)
+    except ValueError:  # NaN or Infinity in the JSON
+        digest = None
+    if digest is None or spec.get("spec_sha256") != digest:
+        raise PolicyLoadError(
+            f"{path}: spec_sha256 does not match the spec's content: the file was edited or "
+            "damaged; re-export rather than edit it"
+        )
     need = {
         "observations": list,
         "action": dict,
@@ -107,12 +207,11 @@ def load_spec(directory: str | Path) -> dict[str, Any]:
             s["name"], s["output"], s["shape"], s["dtype"], s["init_file"]  # noqa: B018
         a = spec["action"]
         a["name"], a["dim"], a["horizon"], a["low"], a["high"], a["chunk_execution"]  # noqa: B018
-    except (KeyError, TypeError) as e:
+        problem = _check_fields(spec)
+    except (KeyError, TypeError, AttributeError) as e:
         raise PolicyLoadError(f"{path}: an observation, state or action entry lacks {e}") from e
-    if a["chunk_execution"] not in ("queue", "ensemble"):
-        raise PolicyLoadError(f"{path}: action chunk_execution {a['chunk_execution']!r} unknown")
-    if not len(a["low"]) == len(a["high"]) == a["dim"]:
-        raise PolicyLoadError(f"{path}: action low/high must list dim={a['dim']} bounds")
+    if problem:
+        raise PolicyLoadError(f"{path}: {problem}")
     return spec
 
 
@@ -225,6 +324,8 @@ class OnnxPolicy:
                     f"{path}: holds {x.dtype} {x.shape}, but {SPEC_NAME} says state {name!r} is "
                     f"{s['dtype']} {tuple(s['shape'])}"
                 )
+            if x.dtype.kind == "f" and not np.isfinite(x).all():
+                raise PolicyLoadError(f"{path}: non-finite initial value of state {name!r}")
             init[name] = x
         return init
 
@@ -341,6 +442,8 @@ class OnnxPolicy:
                 return self._fault(f"non-finite values in the new state {bad}")
             action, executed = self._execute(chunk[0])
             action = np.clip(action, self.low, self.high)
+            if not np.isfinite(action).all():  # the last gate before the robot
+                return self._fault(f"non-finite action after execution: {action.tolist()}")
         except Exception as e:  # noqa: BLE001 - the control loop must not die
             return self._fault(f"{type(e).__name__}: {e}")
         self._state = state

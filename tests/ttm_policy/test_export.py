@@ -170,6 +170,26 @@ def test_refusals(stats, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_diverged_checkpoints_are_refused(stats, tmp_path, capsys):
+    """NaN weights, or finite weights whose outputs overflow: no export is written (the
+    parity check alone would pass them: max(0.0, nan) == 0.0)."""
+    policy = tiny_policy("ttm", stats)
+    with torch.no_grad():
+        next(policy.head.parameters()).fill_(float("nan"))
+    policy.save_pretrained(tmp_path / "nan")
+    with pytest.raises(SystemExit) as e:
+        main(["--checkpoint", str(tmp_path / "nan"), "--out", str(tmp_path / "out")])
+    assert e.value.code == 2 and "non-finite values" in capsys.readouterr().err
+    policy = tiny_policy("ttm", stats)
+    with torch.no_grad():
+        for p in policy.head.parameters():
+            p.fill_(3e38)  # finite, but the head's sums overflow to inf, then inf - inf = nan
+    policy.save_pretrained(tmp_path / "huge")
+    with pytest.raises(ExportError, match="non-finite actions or state"):
+        export(tmp_path / "huge", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     "summariser,gate", [("tl-mha", False), ("linear", False), ("pool", False), ("tl", True)]
 )

@@ -320,6 +320,40 @@ def test_observation_errors(demos, stats):
         policy.select_action(dict(o, agentview_image=np.zeros((40, 40, 3), np.uint8)))
 
 
+@pytest.mark.parametrize("core", CORES)
+def test_non_finite_input_is_refused_and_leaves_the_memory(core, demos, stats):
+    """A NaN or inf low-dim value raises a ValueError naming the key, and the next good
+    observations give exactly the actions of a run that never saw the bad one."""
+    policy = TTMPolicy(tiny(core), stats).eval()
+    steps = episode_obs(demos, 1)
+    clean = rollout(policy, steps)
+    policy.reset()
+    got = [policy.select_action(o) for o in steps[:3]]
+    for bad_value in (np.nan, np.inf, 1e300):  # 1e300 overflows float32 to inf
+        bad = dict(steps[3], robot0_eef_pos=steps[3]["robot0_eef_pos"].copy())
+        bad["robot0_eef_pos"][1] = bad_value
+        with pytest.raises(ValueError, match=r"robot0_eef_pos.*non-finite"):
+            policy.select_action(bad)
+    got += [policy.select_action(o) for o in steps[3:]]
+    np.testing.assert_array_equal(np.stack(got), clean)
+    with pytest.raises(ValueError, match=r"robot0_eef_pos.*width 2, expected 3"):
+        policy.select_action(dict(steps[0], robot0_eef_pos=np.zeros(2)))
+
+
+def test_diverged_weights_never_give_an_action(demos, stats):
+    """NaN weights: select_action raises instead of returning NaN, and keeps its state."""
+    policy = TTMPolicy(tiny(), stats).eval()
+    steps = episode_obs(demos, 1)
+    policy.reset()
+    policy.select_action(steps[0])
+    state = policy._state.clone()
+    with torch.no_grad():
+        policy.head.parameters().__next__().fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite action"):
+        policy.select_action(steps[1])
+    torch.testing.assert_close(policy._state, state, rtol=0, atol=0)
+
+
 def chunks_by_hand(policy: TTMPolicy, steps) -> np.ndarray:
     """The chunk each step predicts (un-normalised, clipped): (T, K, A), stepping the core on
     every frame through the explicit-state `step`."""

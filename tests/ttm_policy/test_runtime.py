@@ -9,6 +9,7 @@ exception, and leave the state where it was.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from tests.ttm_policy.export_helpers import (
     stats_from,
     tiny_policy,
 )
-from ttm_policy.runtime import SPEC_NAME, OnnxPolicy, PolicyLoadError, sha256
+from ttm_policy.runtime import SPEC_NAME, OnnxPolicy, PolicyLoadError, sha256, spec_digest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -142,16 +143,26 @@ def test_robot_loop_example_runs_without_torch(exported):
 # ----------------------------------------------------------------------------- load errors
 
 
-def _patch_spec(d: Path, **changes) -> None:
+def _edit_spec(d: Path, edit, seal: bool = True) -> None:
+    """Change the spec with `edit(spec)`; re-seal it (as a careless tool would) unless not
+    `seal`, so that what the runtime refuses is the content, not the seal."""
     spec = json.loads((d / SPEC_NAME).read_text())
-    spec.update(changes)
+    edit(spec)
+    if seal:
+        spec["spec_sha256"] = spec_digest(spec)
     (d / SPEC_NAME).write_text(json.dumps(spec))
+
+
+def _patch_spec(d: Path, **changes) -> None:
+    _edit_spec(d, lambda spec: spec.update(changes))
+
+
+def _patch_action(d: Path, seal: bool = True, **changes) -> None:
+    _edit_spec(d, lambda spec: spec["action"].update(changes), seal)
 
 
 def _rehash(d: Path, name: str) -> None:
-    spec = json.loads((d / SPEC_NAME).read_text())
-    spec["files_sha256"][name] = sha256(d / name)
-    (d / SPEC_NAME).write_text(json.dumps(spec))
+    _edit_spec(d, lambda spec: spec["files_sha256"].__setitem__(name, sha256(d / name)))
 
 
 def _truncate(d: Path, name: str) -> None:
@@ -197,6 +208,38 @@ CORRUPTIONS = {
     "no init file": (lambda d, e, r: (d / "init_memory.npy").unlink(), "init_memory.npy: missing"),
     "pickled init file": (lambda d, e, r: _pickled_init(d), "init_memory.npy: not a readable"),
     "init of wrong shape": (lambda d, e, r: _wrong_init_shape(d), "init_memory.npy: holds float32"),
+    "spec edited, not re-sealed": (
+        lambda d, e, r: _patch_action(d, seal=False, high=[0.5] * 7),
+        "policy_spec.json: spec_sha256 does not match",
+    ),
+    "null action bounds": (
+        lambda d, e, r: _patch_action(d, low=[None] * 7, high=[None] * 7),
+        "action.low",
+    ),
+    "low above high": (
+        lambda d, e, r: _patch_action(d, low=[1.0] * 7, high=[-1.0] * 7),
+        "low >= high on axes [0, 1, 2, 3, 4, 5, 6]",
+    ),
+    "string bounds": (lambda d, e, r: _patch_action(d, high=["1"] * 7), "action.high"),
+    "infinite bound": (
+        lambda d, e, r: _patch_action(d, seal=False, high=[1.0] * 6 + [float("inf")]),
+        "spec_sha256",  # Infinity is not JSON: the seal cannot be made for it
+    ),
+    "bounds excluding the safe action": (
+        lambda d, e, r: _patch_action(d, low=[0.1] * 7, high=[1.0] * 7),
+        "exclude 0",
+    ),
+    "bounds of the wrong length": (lambda d, e, r: _patch_action(d, low=[-1.0] * 3), "action.low"),
+    "horizon not an integer": (lambda d, e, r: _patch_action(d, horizon="1"), "action.horizon"),
+    "init file outside the export": (
+        lambda d, e, r: _edit_spec(d, lambda s: s["state"][0].update(init_file="../x.npy")),
+        "init_file '../x.npy'",
+    ),
+    "image dtype": (
+        lambda d, e, r: _edit_spec(d, lambda s: s["observations"][0].update(dtype="float32")),
+        "observations[0].dtype",
+    ),
+    "control rate": (lambda d, e, r: _patch_spec(d, control_hz=0), "control_hz 0"),
 }
 
 
@@ -206,7 +249,7 @@ def test_bad_files_fail_at_load_naming_the_file(case, exported, episode, tmp_pat
     shutil.copytree(exported[1], d)
     corrupt, message = CORRUPTIONS[case]
     corrupt(d, episode, tmp_path)
-    with pytest.raises(PolicyLoadError, match=message.replace("(", r"\(")) as e:
+    with pytest.raises(PolicyLoadError, match=re.escape(message)) as e:
         OnnxPolicy(d)
     assert str(d) in str(e.value)
 

@@ -1,0 +1,173 @@
+"""What a kill -9, a damaged checkpoint, a changed command line or a diverged run leaves
+behind: always a complete `last`, a resume from the newest checkpoint that verifies, a
+history that survives, finite weights, and files other accounts can read."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.train.test_train import ROOT, demos, tiny  # noqa: F401 - demos is a fixture
+from train.train import TrainConfig, main, train
+from ttm_policy.checkpoint import atomic_directory
+
+
+def config(demos: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        dataset=demos,
+        out=out,
+        steps=10,
+        batch_size=2,
+        window=6,
+        save_every=5,
+        log_every=1,
+        valid_every=0,
+        threads=1,
+    )
+    return tiny(TrainConfig(**{**base, **kw}))
+
+
+def cli(demos: Path, out: Path, *extra) -> list[str]:
+    tiny_flags = ["--model.dim", "32", "--model.ttm.layers", "1", "--model.ttm.memory-tokens"]
+    tiny_flags += ["8", "--model.ttm.mlp-dim", "64", "--model.conv-channels", "8", "16", "16"]
+    tiny_flags += ["32", "--model.head-hidden", "64", "--model.lstm.hidden", "32"]
+    tiny_flags += ["--model.transformer.layers", "1", "--threads", "1"]
+    args = ["--dataset", demos, "--out", out, "--batch-size", 2, "--window", 6]
+    args += ["--save-every", 5, "--log-every", 1, "--valid-every", 0, *tiny_flags, *extra]
+    return [str(a) for a in args]
+
+
+def strict_rows(path: Path) -> list[dict]:
+    """metrics.jsonl as strict JSON: a bare NaN or Infinity fails here."""
+
+    def refuse(token):
+        raise AssertionError(f"{path}: {token} in the metrics")
+
+    return [json.loads(x, parse_constant=refuse) for x in path.read_text().splitlines()]
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+KILLED_WRITER = """
+import os, shutil, signal, sys
+from pathlib import Path
+import ttm_policy.checkpoint as ck
+
+target, moment = Path(sys.argv[1]), sys.argv[2]
+die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+if moment == "after the swap":  # the new directory is in place, the old one not yet deleted
+    ck.shutil.rmtree = die
+with ck.atomic_directory(target) as tmp:
+    (tmp / "a.txt").write_text("new")
+    (tmp / "b.txt").write_text("new")
+    if moment == "while writing":
+        die()
+"""
+
+
+@pytest.mark.parametrize("moment", ["while writing", "after the swap"])
+def test_kill_9_never_leaves_a_moment_without_the_directory(moment, tmp_path):
+    target = tmp_path / "last"
+    with atomic_directory(target) as tmp:
+        (tmp / "a.txt").write_text("old")
+        (tmp / "b.txt").write_text("old")
+    r = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(target), moment], cwd=ROOT)
+    assert r.returncode == -9
+    contents = {f.name: f.read_text() for f in target.iterdir()}
+    want = "new" if moment == "after the swap" else "old"
+    assert contents == {"a.txt": want, "b.txt": want}  # complete: all old or all new
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "last"]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".last.tmp-")
+    with atomic_directory(target) as tmp:  # the next write of that name cleans up
+        (tmp / "a.txt").write_text("newer")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+
+
+def test_files_and_directories_follow_the_umask(demos, tmp_path):
+    old = os.umask(0o022)
+    try:
+        train(config(demos, tmp_path / "run", steps=5))
+    finally:
+        os.umask(old)
+    last = tmp_path / "run" / "checkpoints" / "last"
+    assert stat.S_IMODE(last.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(f.stat().st_mode) for f in last.iterdir()} == {0o644}
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def test_resume_skips_damaged_checkpoints_and_cleans_leftovers(demos, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(config(demos, out, steps=15))
+    root = out / "checkpoints"
+    (root / ".5.old-999999999-x").mkdir()  # left by a writer killed long ago (no such pid)
+    weights = root / "15" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    (root / "10" / "trainer_state.json").write_text("")  # damaged too
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 16, "losses/to')  # a torn last line
+    summary = train(config(demos, out, steps=20, resume=True))
+    err = capsys.readouterr().err
+    assert f"skipping {root / '15'}" in err and f"skipping {root / '10'}" in err
+    assert summary["resumed_from"] == 5 and summary["steps"] == 20
+    assert [r["step"] for r in strict_rows(out / "metrics.jsonl")] == list(range(1, 21))
+    assert not (root / ".5.old-999999999-x").exists()
+
+
+def test_resume_from_last_alone_and_from_nothing(demos, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(config(demos, out, steps=5, save_every=5))
+    os.rename(out / "checkpoints" / "5", tmp_path / "moved")  # only `last` is left
+    assert train(config(demos, out, steps=10, resume=True))["resumed_from"] == 5
+    fresh = train(config(demos, tmp_path / "new", steps=5, resume=True))
+    assert fresh["resumed_from"] == 0 and fresh["steps"] == 5
+    assert "no checkpoint under" in capsys.readouterr().err
+
+
+def test_resume_refuses_another_model_or_data_and_records_other_changes(
+    demos, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    assert main(cli(demos, out, "--steps", 5)) is None
+    with pytest.raises(SystemExit) as e:
+        main(cli(demos, out, "--steps", 10, "--resume", "--model.dim", "48"))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "model differs" in err and "dim: 32 there, 48 now" in err
+    with pytest.raises(SystemExit) as e:
+        main(cli(demos, out, "--steps", 10, "--resume", "--seed", "3"))
+    assert e.value.code == 2 and "--seed differ" in capsys.readouterr().err
+    main(cli(demos, out, "--steps", 10, "--resume", "--lr", "1e-4"))
+    assert "lr 0.0003 -> 0.0001" in capsys.readouterr().err
+    record = json.loads((out / "resumes.jsonl").read_text())
+    assert record["step"] == 5 and record["changed"]["lr"] == [0.0003, 0.0001]
+    before = (out / "summary.json").read_text()
+    main(cli(demos, out, "--steps", 10, "--resume", "--lr", "1e-4"))  # already finished
+    assert "already finished at step 10" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == before
+    assert json.loads(before)["final_loss"] is not None
+
+
+# ----------------------------------------------------------------------------- divergence
+
+
+def test_a_diverged_run_stops_and_keeps_the_last_good_checkpoint(demos, tmp_path, capsys):
+    out = tmp_path / "run"
+    main(cli(demos, out, "--steps", 5))
+    good = load_file(out / "checkpoints" / "5" / "model.safetensors")
+    with pytest.raises(SystemExit) as e:
+        main(cli(demos, out, "--steps", 30, "--resume", "--lr", "1e12", "--grad-clip", "0"))
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "diverged" in err and str(out / "checkpoints" / "5") in err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["5", "last"]
+    for k, v in load_file(out / "checkpoints" / "last" / "model.safetensors").items():
+        torch.testing.assert_close(v, good[k], rtol=0, atol=0)
+    strict_rows(out / "metrics.jsonl")  # no bare NaN in the history
