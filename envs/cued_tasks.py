@@ -348,7 +348,8 @@ class PlaceCuedExpert(experts.PickPlaceExpert):
 
 # ------------------------------------------------------------------------- gym envs
 class _CuedTask(RobosuiteTask):
-    """RobosuiteTask taking `cue_steps` / `delay_steps`; horizon grows with them."""
+    """RobosuiteTask taking `cue_steps` / `delay_steps`; horizon grows with them: by default
+    DEFAULT_HORIZON steps to act after the cue and the delay, whatever the delay."""
 
     cues = CuedTableEnv.N_CHOICES  # cue values; reset(options={"cue": i}) forces one
 
@@ -368,8 +369,15 @@ class _CuedTask(RobosuiteTask):
         suite_kwargs["delay_steps"] = int(
             delay_steps if delay_steps is not None else suite_kwargs.get("delay_steps", 0)
         )
+        held = suite_kwargs["cue_steps"] + suite_kwargs["delay_steps"]
         if horizon is None:
-            horizon = self.DEFAULT_HORIZON + suite_kwargs["cue_steps"] + suite_kwargs["delay_steps"]
+            horizon = self.DEFAULT_HORIZON + held
+        elif horizon <= held:
+            raise ValueError(
+                f"{self.ENV_NAME}: horizon={horizon} ends the episode before the arm may move "
+                f"(cue_steps + delay_steps = {held}); pass horizon > {held}, or none for "
+                f"{self.DEFAULT_HORIZON} steps after the cue and delay"
+            )
         super().__init__(horizon=horizon, suite_kwargs=suite_kwargs, **kwargs)
 
     @property

@@ -5,7 +5,9 @@ pads look identical, except during the first `cue_steps` steps, when the target 
 red. For the cue and a further `delay_steps` the point is held still (actions are ignored),
 so neither the image nor the point's position says which pad is the target once the cue is
 gone. Then the point moves under the action; reaching the cued pad is a success, reaching
-the other pad ends the episode as a failure, and `max_steps` truncates it.
+the other pad ends the episode as a failure, and `max_steps` truncates it. By default
+`max_steps` grows with the delay: max(60, cue_steps + delay_steps + 25), i.e. 60 up to a
+30-step delay after the 5-step cue, and always at least 25 steps to move.
 
 Timeline (t = number of `step` calls so far; obs_t is the observation before action t):
     t <  cue_steps                  obs_t shows the cue; action_t is ignored
@@ -45,6 +47,8 @@ START_LOW, START_HIGH = np.array([-0.1, -0.3]), np.array([0.1, -0.2])  # start b
 PAD_RGBA = np.array([0.8, 0.8, 0.8, 1.0], dtype=np.float32)  # both pads, outside the cue
 CUE_RGBA = np.array([0.9, 0.1, 0.1, 1.0], dtype=np.float32)  # the target pad during the cue
 STATE_SIZE = 7  # get_sim_state: time, qpos (2), qvel (2), t, cue
+MAX_STEPS = 60  # default episode limit: the expert takes 15 held + ~11 moving steps
+MOVE_STEPS = 25  # steps left to move after cue + delay, at least (60 - 5 - 30 at delay 30)
 
 
 def _scene_xml(image_size: int) -> str:
@@ -106,12 +110,14 @@ class PointCueEnv(gym.Env):
         *,
         cue_steps: int = 5,  # steps the cue is visible (the default)
         delay_steps: int = 10,  # further held-still steps after the cue: the memory gap
-        max_steps: int = 60,  # truncation; the expert takes 15 held + ~11 moving steps
+        max_steps: int | None = None,  # truncation; None: max(MAX_STEPS, cue+delay+MOVE_STEPS)
         image_size: int = 48,  # square camera image side, pixels
         cameras: tuple[str, ...] | list[str] = CAMERAS,  # only `agentview` exists
         render_images: bool = True,  # False: low-dim observations only (fast)
         render_mode: str | None = None,  # "rgb_array": `render()` returns the agentview frame
     ):
+        if max_steps is None:  # grows with the delay; 60 (as always) up to delay 30
+            max_steps = max(MAX_STEPS, cue_steps + delay_steps + MOVE_STEPS)
         if cue_steps < 1 or delay_steps < 0 or max_steps <= cue_steps + delay_steps:
             raise ValueError(
                 f"PointCue needs cue_steps >= 1, delay_steps >= 0 and max_steps > cue_steps + "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,6 +62,7 @@ def _bar_png(path: Path, labels: list[str], values: list[float], ylabel: str, ti
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -819,7 +821,16 @@ Command = (
 
 
 def main(argv: list[str] | None = None) -> None:
-    tyro.cli(Command, args=argv).run()
+    from envs.collect import UsageError
+
+    command = tyro.cli(Command, args=argv)
+    try:
+        command.run()
+    except (UsageError, ValueError, FileNotFoundError) as e:
+        # What the user asked for cannot be done (a bad task, delay, core, file, or cells on
+        # disk made otherwise): one line, exit 2, as ttm-collect, ttm-train and ttm-eval.
+        print(f"ttm-bench: error: {' '.join(str(e).split())}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Compare evaluations: several eval.json files (policies x tasks) -> a markdown table and a
 bar chart of success rates with 95% Wilson intervals, ready for the README.
 
-    ttm-bench compare runs/*/eval/eval.json --out docs/compare
+    ttm-bench compare runs/*/eval/*/eval.json --out docs/compare
 """
 
 from __future__ import annotations

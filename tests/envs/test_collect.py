@@ -14,9 +14,9 @@ import pytest
 from envs.collect import Args, UsageError, collect, main
 from envs.env_args import make_from_env_args
 from envs.hdf5 import demo_names, read_demo, read_env_args
+from tests.conftest import ROBOMIMIC_FIXTURE as FIXTURE
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURE = Path("/work/shared/fixtures/robomimic_lift_image84_3demos.hdf5")
 
 
 @pytest.fixture(scope="module")

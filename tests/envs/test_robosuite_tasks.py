@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 from pathlib import Path
 
 import gymnasium as gym
@@ -16,16 +15,8 @@ import envs
 from envs.env_args import make_from_env_args
 from envs.point_cue import PointCueEnv
 from envs.robosuite_tasks import LiftEnv, RenderContext, load_model_xml, remap_asset_paths
+from tests.conftest import ROBOMIMIC_FIXTURE as FIXTURE
 
-FIXTURE = (
-    Path(
-        os.environ.get("TTM_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures")
-    )
-    / "robomimic_lift_image84_3demos.hdf5"
-)
-needs_fixture = pytest.mark.skipif(
-    not FIXTURE.is_file(), reason=f"fixture {FIXTURE} not found (set TTM_FIXTURES)"
-)
 LOW_DIM = {"robot0_eef_pos": (3,), "robot0_eef_quat": (4,), "robot0_gripper_qpos": (2,)}
 
 
@@ -129,7 +120,6 @@ def test_unknown_env_name():
         make_from_env_args({"env_name": "Wipe", "type": 1, "env_kwargs": {}})
 
 
-@needs_fixture
 def test_robomimic_fixture_observations_match():
     """The fixture's env (robomimic's env_args: full composite-controller config, cameras in
     env_kwargs), reset to a demo's model_file (asset paths of another machine) and states[0],
@@ -154,7 +144,6 @@ def test_robomimic_fixture_observations_match():
 
 
 @pytest.mark.slow
-@needs_fixture
 def test_robomimic_fixture_replays():
     """robomimic's replay convention: reset to model_file + states[0], replay the actions;
     states follow the stored ones (to 1e-6; measured: 1e-13) and every demo succeeds."""

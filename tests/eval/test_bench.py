@@ -3,16 +3,11 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
+
+import pytest
 
 from eval.bench import main
-
-FIXTURE = (
-    Path(__file__).resolve().parents[3]
-    / "shared"
-    / "fixtures"
-    / "robomimic_lift_image84_3demos.hdf5"
-)
+from tests.conftest import ROBOMIMIC_FIXTURE as FIXTURE
 
 
 def test_step_latency_writes_json_and_plot(tmp_path):
@@ -51,6 +46,7 @@ def test_recall_study_writes_json(tmp_path):
 
 
 def test_train_throughput_on_the_robomimic_fixture(tmp_path):
+    out = tmp_path / "not" / "yet"  # --out is created
     main(
         [
             "train-throughput",
@@ -65,12 +61,12 @@ def test_train_throughput_on_the_robomimic_fixture(tmp_path):
             "--window",
             "2",
             "--out",
-            str(tmp_path),
+            str(out),
         ]
     )
-    r = json.loads((tmp_path / "train_throughput.json").read_text())["results"]["ttm"]
+    r = json.loads((out / "train_throughput.json").read_text())["results"]["ttm"]
     assert r["images_per_s"] == 2 * r["frames_per_s"] > 0  # two cameras
-    assert (tmp_path / "train_throughput.png").stat().st_size > 5_000
+    assert (out / "train_throughput.png").stat().st_size > 5_000
 
 
 def test_console_script_help_and_exit_code():
@@ -78,6 +74,25 @@ def test_console_script_help_and_exit_code():
         [sys.executable, "-m", "eval.bench", "--help"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "step-latency" in out.stdout and "train-throughput" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        # envs.collect.UsageError, raised while collecting the row's demonstrations
+        (["--cameras", "frontview"], "cannot make PointCue with"),
+        # ValueError of eval.results, before anything is collected
+        (["--cores", "gru"], "unknown cores ['gru']"),
+    ],
+)
+def test_results_usage_error_is_one_line_and_exit_2(tmp_path, args, message):
+    cmd = [sys.executable, "-m", "eval.bench", "results", "--task", "PointCue", "--delays", "3"]
+    cmd += ["--episodes", "2", "--out", str(tmp_path), *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ttm-bench: error: "), res.stderr
+    assert message in lines[0]
 
 
 def test_control_latency_and_rollout_throughput(tmp_path):
@@ -111,10 +126,10 @@ def test_control_latency_and_rollout_throughput(tmp_path):
             "--steps",
             "5",
             "--out",
-            str(tmp_path),
+            str(tmp_path / "rollouts"),  # not there yet: created
         ]
     )
-    r = json.loads((tmp_path / "rollout_throughput.json").read_text())["results"]
+    r = json.loads((tmp_path / "rollouts" / "rollout_throughput.json").read_text())["results"]
     assert set(r) == {"images/1", "images/2", "no_images/1", "no_images/2"}
     assert all(v["env_steps_per_s"] > 0 for v in r.values())
-    assert (tmp_path / "rollout_throughput.png").stat().st_size > 5_000
+    assert (tmp_path / "rollouts" / "rollout_throughput.png").stat().st_size > 5_000

@@ -41,11 +41,13 @@ def test_table_and_chart(tmp_path):
     assert (tmp_path / "out" / "compare.png").stat().st_size > 10_000
 
 
-def test_rejects_files_that_are_not_eval_json(tmp_path):
+def test_rejects_files_that_are_not_eval_json(tmp_path, capsys):
     bad = tmp_path / "x.json"
     bad.write_text("{}")
-    with pytest.raises(ValueError, match="lacks 'success_rate'"):
+    with pytest.raises(SystemExit) as e:
         main(["compare", str(bad), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "lacks 'success_rate'" in err
 
 
 def test_rows_named_by_scalar_kwargs_and_cores_in_canonical_order(tmp_path):

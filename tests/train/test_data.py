@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from tests.conftest import ROBOMIMIC_FIXTURE as FIXTURE
 from train.augment import ImageAugment, center_crop, random_crop, random_shift
 from train.data import (
     LIFT_OBS_KEYS,
@@ -25,16 +24,7 @@ from train.data import (
     make_dataset,
 )
 
-FIXTURE = (
-    Path(
-        os.environ.get("TTM_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures")
-    )
-    / "robomimic_lift_image84_3demos.hdf5"
-)
 LOW_DIM = ("robot0_eef_pos", "robot0_gripper_qpos")
-pytestmark = pytest.mark.skipif(
-    not FIXTURE.is_file(), reason=f"fixture {FIXTURE} not found (set TTM_FIXTURES)"
-)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Small instances of every temporal core, shared by the core tests."""
+"""Small instances of every temporal core, for the core tests."""
 
 from ttm_policy import (
     CausalTransformerConfig,

@@ -1,0 +1,56 @@
+"""Episode limits of the cued tasks grow with the delay, and stay what they were at the delays
+the results were measured at (real MuJoCo / robosuite envs)."""
+
+import gymnasium as gym
+import pytest
+
+import envs
+from envs.collect import env_class
+from envs.cued_tasks import LiftCuedEnv, PlaceCuedEnv
+from envs.point_cue import PointCueEnv
+
+
+@pytest.mark.parametrize("delay, limit", [(0, 60), (10, 60), (30, 60), (31, 61), (100, 130)])
+def test_pointcue_limit_grows_with_the_delay(delay, limit):
+    env = PointCueEnv(delay_steps=delay, render_images=False)
+    assert env.max_steps == limit  # 60 up to delay 30 (the results' delays 10 and 30)
+    assert env.env_args()["env_kwargs"]["max_steps"] == limit  # re-created exactly
+    assert PointCueEnv(delay_steps=delay, max_steps=200).max_steps == 200  # given: kept
+
+
+def test_pointcue_expert_succeeds_after_a_100_step_delay():
+    """At delay 100 the episode leaves room for the cue, the delay and the reach itself."""
+    env = gym.make(envs.task_id("PointCue"), delay_steps=100, cameras=())
+    u = env.unwrapped
+    for cue in (0, 1):
+        obs, info = env.reset(seed=cue, options={"cue": cue})
+        expert, steps, done = u.make_expert(seed=cue), 0, False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(expert.act(obs))
+            steps, done = steps + 1, terminated or truncated
+        assert info["success"] and not truncated, (cue, steps, info)
+        assert u.cue_steps + u.delay_steps < steps < u.max_steps
+    env.close()
+
+
+@pytest.mark.parametrize("cls", [LiftCuedEnv, PlaceCuedEnv])
+def test_robosuite_cued_horizon_grows_with_the_delay(cls):
+    env = gym.make(envs.task_id(cls.ENV_NAME), delay_steps=100, cameras=())
+    u = env.unwrapped
+    held = u.suite.cue_steps + u.suite.delay_steps
+    assert held == 110 and u.horizon == cls.DEFAULT_HORIZON + held  # all of it left to act
+    env.close()
+    short = gym.make(envs.task_id(cls.ENV_NAME), delay_steps=10, cameras=())
+    assert short.unwrapped.horizon == cls.DEFAULT_HORIZON + 20  # as before, at delay 10
+    short.close()
+    with pytest.raises(ValueError, match="horizon=100 ends the episode before the arm may move"):
+        gym.make(envs.task_id(cls.ENV_NAME), delay_steps=100, horizon=100, cameras=())
+
+
+def test_every_cued_task_is_covered():
+    """A new cued task must be added to the tests above."""
+    assert {n for n in envs.TASKS if getattr(env_class(n), "cues", None)} == {
+        "PointCue",
+        "LiftCued",
+        "PlaceCued",
+    }
