@@ -34,10 +34,15 @@ def parse_env_args(env_args: str | dict[str, Any]) -> dict[str, Any]:
 
 
 def make_from_env_args(env_args: str | dict[str, Any], **overrides: Any) -> gym.Env:
-    """Build the env that `env_args` describes; `overrides` replace entries of `env_kwargs`."""
+    """Build the env that `env_args` describes; `overrides` replace entries of `env_kwargs`.
+    A new `cue_steps` / `delay_steps` without a new episode limit (`max_steps`, `horizon`)
+    gets the task's default limit for that delay, not the one stored for the old delay."""
     args = parse_env_args(env_args)
     if args["type"] == GYM_TYPE:
-        return gym.make(args["env_name"], **{**args["env_kwargs"], **overrides})
+        kwargs = dict(args["env_kwargs"])
+        if {"cue_steps", "delay_steps"} & set(overrides) and "max_steps" not in overrides:
+            kwargs.pop("max_steps", None)  # stored for the stored delay: the task's default
+        return gym.make(args["env_name"], **{**kwargs, **overrides})
     if args["type"] == ROBOSUITE_TYPE:
         from envs.robosuite_tasks import make_from_robosuite_env_args
 

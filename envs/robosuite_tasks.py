@@ -439,7 +439,8 @@ def make_from_robosuite_env_args(args: dict[str, Any], **overrides: Any) -> gym.
     robomimic's camera kwargs (`camera_names`, `camera_heights`, `camera_widths`,
     `use_camera_obs`) become `cameras` / `image_size`. `overrides` may name wrapper settings
     (`cameras`, `image_size`, `horizon`, `render_quality`, `terminate_on_success`) or robosuite
-    kwargs.
+    kwargs. Overriding `cue_steps` or `delay_steps` without `horizon` drops the stored horizon,
+    so the task's default for the new delay applies (the episode grows with the delay).
     """
     classes = _task_classes()
     name = args["env_name"]
@@ -456,6 +457,8 @@ def make_from_robosuite_env_args(args: dict[str, Any], **overrides: Any) -> gym.
         h = heights[0] if isinstance(heights, list) else heights
         w = widths[0] if isinstance(widths, list) else (widths if widths is not None else h)
         wrapper["image_size"] = [int(h), int(w)]
+    if {"cue_steps", "delay_steps"} & set(overrides) and "horizon" not in overrides:
+        wrapper.pop("horizon", None)  # the stored one was for the stored delay: use the default
     for k, v in overrides.items():
         (wrapper if k in WRAPPER_ARGS else kw)[k] = v
     unknown = set(wrapper) - set(WRAPPER_ARGS)

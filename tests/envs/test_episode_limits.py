@@ -54,3 +54,31 @@ def test_every_cued_task_is_covered():
         "LiftCued",
         "PlaceCued",
     }
+
+
+@pytest.mark.parametrize("task", ["PointCue", "LiftCued"])
+def test_a_delay_override_at_eval_time_gets_the_limit_of_that_delay(task):
+    """ttm-eval --env-kwargs '{"delay_steps": 100}' on a run trained at delay 10: the stored
+    limit was for delay 10, so it must not cut the longer episode short."""
+    from envs.env_args import make_from_env_args
+
+    env = gym.make(envs.task_id(task), delay_steps=10, cameras=())
+    stored = env.unwrapped.env_args()
+    env.close()
+    short = make_from_env_args(stored)
+    longer = make_from_env_args(stored, delay_steps=100)
+    fixed = make_from_env_args(stored, delay_steps=100, **{_limit(short): 500})
+    limits = [_limit_value(e) for e in (short, longer, fixed)]
+    assert limits[1] == limits[0] + 90 if task == "LiftCued" else limits[1] == 130
+    assert limits[2] == 500
+    for e in (short, longer, fixed):
+        e.close()
+
+
+def _limit(env) -> str:
+    return "horizon" if hasattr(env.unwrapped, "suite") else "max_steps"
+
+
+def _limit_value(env) -> int:
+    u = env.unwrapped
+    return u.horizon if hasattr(u, "suite") else u.max_steps
