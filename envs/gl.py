@@ -15,12 +15,17 @@ framebuffer/textures or its current context and returns garbage images.
 destroys, and puts back the binding that was current before (unless it was the freed one).
 `Renderer` here (mujoco's, for PointCue) and `robosuite_tasks.RenderContext` (robosuite's) use
 it in `close()` and when the garbage collector frees them. No robosuite import here.
+
+`egl_device(cuda_ordinal)` says which EGL device renders next to a CUDA device, and
+`renderer_info()` what GL renderer a context really gets (`ttm-eval` records it in eval.json,
+so a GPU machine that silently renders with llvmpipe shows).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import mujoco
@@ -75,3 +80,92 @@ class Renderer(mujoco.Renderer):
         self._mjr_context = None
         if gl_ctx is not None or con is not None:
             free_render_context(gl_ctx, con)
+
+
+def egl_device(cuda_ordinal: int, environ: Mapping[str, str] = os.environ) -> int | None:
+    """The EGL device index to render on next to CUDA device `cuda_ordinal` (torch's index).
+
+    EGL enumerates every GPU of the machine and ignores CUDA_VISIBLE_DEVICES, so ordinal k is
+    the k-th entry of CUDA_VISIBLE_DEVICES (the ordinal itself when it is unset). A set
+    MUJOCO_EGL_DEVICE_ID wins: the user chose. None (EGL's own choice) where no index can be
+    known: CUDA_VISIBLE_DEVICES naming GPUs by UUID or MIG instance, or too short. This
+    assumes EGL numbers GPUs in the driver's (PCI bus) order, as CUDA does with
+    CUDA_DEVICE_ORDER=PCI_BUS_ID; eval.json's renderer string shows what was used.
+    """
+    chosen = environ.get("MUJOCO_EGL_DEVICE_ID", "").strip()
+    if chosen:
+        return int(chosen)
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return cuda_ordinal
+    entries = [v.strip() for v in visible.split(",") if v.strip()]
+    if cuda_ordinal >= len(entries) or not entries[cuda_ordinal].isdigit():
+        return None
+    return int(entries[cuda_ordinal])
+
+
+def renderer_info(device: int | None = None) -> dict[str, Any]:
+    """GL_RENDERER, GL_VENDOR and GL_VERSION of a real context made as the envs make theirs
+    (MUJOCO_GL; with EGL on `device`, else on MUJOCO_EGL_DEVICE_ID or the first device that
+    initialises). The context that was current before is current again afterwards. Never
+    raises: where no context can be made, `error` says why."""
+    backend = os.environ.get("MUJOCO_GL", "").lower() or None
+    info: dict[str, Any] = {"backend": backend, "egl_device": device}
+    try:
+        from OpenGL import GL
+
+        if backend == "egl":
+            info.update(_egl_strings(device, GL))
+        else:  # osmesa / glfw: mujoco's own context
+            ctx = mujoco.GLContext(1, 1)
+            try:
+                ctx.make_current()
+                info.update(_gl_strings(GL))
+            finally:
+                ctx.free()
+    except Exception as e:  # noqa: BLE001  (recording must never stop an evaluation)
+        info["error"] = f"{type(e).__name__}: {e}"
+    return info
+
+
+def _gl_strings(GL: Any) -> dict[str, str]:
+    names = {"renderer": GL.GL_RENDERER, "vendor": GL.GL_VENDOR, "version": GL.GL_VERSION}
+    return {k: GL.glGetString(v).decode(errors="replace") for k, v in names.items()}
+
+
+def _egl_strings(device: int | None, GL: Any) -> dict[str, str]:
+    from mujoco.egl import EGL_ATTRIBUTES
+    from mujoco.egl import egl_ext as EGL
+
+    if device is None and os.environ.get("MUJOCO_EGL_DEVICE_ID", "").strip():
+        device = int(os.environ["MUJOCO_EGL_DEVICE_ID"])
+    devices = EGL.eglQueryDevicesEXT()
+    if device is not None and not 0 <= device < len(devices):
+        raise RuntimeError(f"EGL device {device} does not exist ({len(devices)} devices)")
+    display = None
+    for dev in devices if device is None else devices[device : device + 1]:
+        d = EGL.eglGetPlatformDisplayEXT(EGL.EGL_PLATFORM_DEVICE_EXT, dev, None)
+        if d != EGL.EGL_NO_DISPLAY and EGL.eglInitialize(d, None, None) == EGL.EGL_TRUE:
+            display = d  # not terminated: the envs' contexts may share this display
+            break
+    if display is None:
+        raise RuntimeError(f"no EGL device display initialises (device {device})")
+    configs, n = (EGL.EGLConfig * 1)(), ctypes.c_long()
+    EGL.eglChooseConfig(display, EGL_ATTRIBUTES, configs, 1, n)
+    if n.value < 1:
+        raise RuntimeError("EGL found no framebuffer configuration")
+    before = _current(EGL)
+    EGL.eglBindAPI(EGL.EGL_OPENGL_API)
+    ctx = EGL.eglCreateContext(display, configs[0], EGL.EGL_NO_CONTEXT, None)
+    if not ctx:
+        raise RuntimeError("eglCreateContext failed")
+    try:
+        if not EGL.eglMakeCurrent(display, EGL.EGL_NO_SURFACE, EGL.EGL_NO_SURFACE, ctx):
+            raise RuntimeError("eglMakeCurrent failed")
+        return _gl_strings(GL)
+    finally:
+        if before is not None:
+            EGL.eglMakeCurrent(*before)
+        else:
+            EGL.eglMakeCurrent(display, EGL.EGL_NO_SURFACE, EGL.EGL_NO_SURFACE, EGL.EGL_NO_CONTEXT)
+        EGL.eglDestroyContext(display, ctx)

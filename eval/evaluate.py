@@ -30,6 +30,7 @@ import torch
 import tyro
 from tqdm import tqdm
 
+from envs import gl
 from envs.env_args import make_on_egl_device
 from eval.rollout import episode_seed, format_result, outcome, summarise
 from ttm_policy import TTMPolicy
@@ -54,7 +55,8 @@ class EvalConfig:
     seed: int = 0
     """Base seed: episode i is reset with seed * 100003 + i."""
     out: Path | None = None
-    """Output directory; default: <run>/eval next to the checkpoints folder."""
+    """Output directory; default: <run>/eval/<name> for <run>/checkpoints/<name> (so `best` and
+    `last` do not overwrite each other), else <checkpoint>/eval."""
     task: str | None = None
     """Evaluate on this task (envs.TASKS) instead of the checkpoint's env_args."""
     env_kwargs: str = "{}"
@@ -152,10 +154,9 @@ def run_rollouts(
     `env_args`; returns the eval.json dict (videos go to `out` when `video` > 0)."""
     overrides = overrides or {}
     n_gpu = torch.cuda.device_count() if policy.device.type == "cuda" else 0
-    fns = [
-        functools.partial(make_on_egl_device, i % n_gpu if n_gpu else None, env_args, overrides)
-        for i in range(envs)
-    ]
+    # Env i renders on the EGL device of CUDA device i % n_gpu (through CUDA_VISIBLE_DEVICES).
+    egl = [gl.egl_device(i % n_gpu) if n_gpu else None for i in range(envs)]
+    fns = [functools.partial(make_on_egl_device, d, env_args, overrides) for d in egl]
     vec_cls = gym.vector.AsyncVectorEnv if envs > 1 else gym.vector.SyncVectorEnv
     # forkserver: workers fork from a clean server process, never from this one, which may
     # already hold a GL context (a collection run in the same process) or CUDA; a plain fork
@@ -246,6 +247,9 @@ def run_rollouts(
         "env_steps_per_s": env_steps / wall,
         "per_episode": per_episode,
         "videos": [],
+        # What really rendered (read from a context on env 0's device): a GPU machine that
+        # fell back to llvmpipe shows here. Per env: the EGL device asked for (None: EGL's choice).
+        "gl": {**gl.renderer_info(egl[0]), "egl_devices": egl},
     }
     if frames and out is not None:
         import imageio.v2 as imageio
@@ -259,17 +263,20 @@ def run_rollouts(
     return report
 
 
+def default_out(checkpoint: Path) -> Path:
+    """Where `ttm-eval` writes without `--out`: one directory per checkpoint of a run."""
+    if checkpoint.parent.name == "checkpoints":
+        return checkpoint.parent.parent / "eval" / checkpoint.name
+    return checkpoint / "eval"
+
+
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """`ttm-eval`: load the checkpoint, run the rollouts, write eval.json (+ videos)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     policy = TTMPolicy.from_pretrained(cfg.checkpoint, device=cfg.device)
     env_args = load_env_args(cfg)
-    out = cfg.out or (
-        cfg.checkpoint.parent.parent / "eval"
-        if cfg.checkpoint.parent.name == "checkpoints"
-        else cfg.checkpoint / "eval"
-    )
+    out = cfg.out or default_out(cfg.checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     report = run_rollouts(
         policy,

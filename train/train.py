@@ -9,9 +9,22 @@ Output directory:
                                 + optimizer.safetensors, trainer_state.json, rng.safetensors (resume)
     checkpoints/last/           the same files as the newest checkpoint
 
-Every checkpoint directory appears in one rename, complete or not at all, so `kill -9` at any
-moment loses no completed checkpoint; `--resume` continues from the newest complete one
-with the same step count, data order (a pure function of seed and step) and torch RNG state.
+    resumes.jsonl               what a --resume changed (e.g. --lr), with the step it took effect
+
+Every checkpoint directory appears in one rename, complete or not at all, and replaces an
+older one in one step (`ttm_policy.checkpoint.atomic_directory`), so `kill -9` at any moment
+loses no completed checkpoint and never leaves the run without `last`; what a kill leaves
+half-written is deleted by the next save. `--resume` continues from the newest checkpoint
+whose files all read (damaged ones are skipped, each with a line; `last` alone will do), with
+the same step count, data order (a pure function of seed and step) and torch (and CUDA) RNG
+state; with no checkpoint yet it starts at step 0 and says so, so a restart loop may always
+pass `--resume`. A resume refuses another model, dataset, seed, batch or window (naming
+the fields) and records other changes in resumes.jsonl. A larger `--steps` stretches the
+cosine schedule from the resumed step on (the learning rate follows the new schedule, so it
+rises): that is the rule, not an accident. metrics.jsonl is never rewritten in place (a
+resume writes the kept history to a new file that replaces it) and a torn last line is
+skipped. A non-finite loss or gradient stops the run before the optimiser step (exit 1),
+so every checkpoint on disk holds finite weights.
 
 Under `torchrun --nproc-per-node N` the same command runs DDP (gloo on CPU, NCCL on GPU):
 `--batch-size` is the global batch, each rank takes its slice of it.
@@ -19,12 +32,12 @@ Under `torchrun --nproc-per-node N` the same command runs DDP (gloo on CPU, NCCL
 
 from __future__ import annotations
 
+import datetime
 import gc
 import json
 import math
 import os
 import re
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -34,6 +47,7 @@ from typing import Literal
 import numpy as np
 import torch
 import tyro
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -43,11 +57,20 @@ from train.data import (
     DatasetError,
     StepBatchSampler,
     compute_stats,
+    first_demo_obs_keys,
+    has_split,
     is_image_key,
     load_demos,
     make_dataset,
 )
-from ttm_policy.checkpoint import atomic_directory, write_policy_files
+from ttm_policy.checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    atomic_directory,
+    remove_directory,
+    remove_leftovers,
+    write_policy_files,
+)
 from ttm_policy.policy import Core, PolicyConfig, TTMPolicy
 
 STANDARD_LOWDIM = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
@@ -144,14 +167,27 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     )
 
 
-def infer_obs_keys(path: Path) -> tuple[str, ...]:
-    import h5py
+def make_ema(policy: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An EMA copy of `policy`: floating parameters and buffers averaged with `decay`,
+    integer and bool buffers (e.g. `token_source`, ids) copied. torch's EMA averages those
+    too, in float, then truncates: at decay 0.9995 id 3 becomes 2."""
+    ema_floats = torch.optim.swa_utils.get_ema_multi_avg_fn(decay)
 
-    with h5py.File(path, "r") as f:
-        demos = sorted(f["data"].keys()) if "data" in f else []
-        if not demos:
-            raise DatasetError(f"{path}: no demos under 'data'")
-        keys = list(f["data"][demos[0]]["obs"].keys())
+    @torch.no_grad()
+    def update(averaged: list, current: list, n_averaged) -> None:
+        if averaged[0].is_floating_point():  # each call holds one dtype (and device)
+            ema_floats(averaged, current, n_averaged)
+        else:
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+
+    return torch.optim.swa_utils.AveragedModel(policy, multi_avg_fn=update, use_buffers=True)
+
+
+def infer_obs_keys(path: Path) -> tuple[str, ...]:
+    """Every `*_image` key of the first demo, then the standard robot low-dim keys it has.
+    A file that cannot be read this far is a DatasetError (one line naming file, demo, key)."""
+    keys = first_demo_obs_keys(path)
     images = sorted(k for k in keys if is_image_key(k))
     return tuple(images) + tuple(k for k in STANDARD_LOWDIM if k in keys)
 
@@ -166,6 +202,102 @@ def checkpoint_steps(out: Path) -> list[int]:
         for p in root.iterdir()
         if re.fullmatch(r"\d+", p.name) and (p / "trainer_state.json").is_file()
     )
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or gradient: the run stops before the optimiser step."""
+
+
+# Fields of TrainConfig that can change between a run and its resume without making the
+# checkpoint meaningless; any other difference (the data, the model) refuses the resume.
+RESUMABLE_CHANGES = {
+    "steps", "lr", "weight_decay", "warmup", "min_lr_ratio", "grad_clip", "device",
+    "log_every", "save_every", "keep_last", "valid_every", "valid_batches", "eval_every",
+    "eval_episodes", "eval_envs", "eval_video", "eval_env_kwargs", "resume", "wandb",
+    "wandb_project", "threads",
+}  # fmt: skip
+
+
+def find_resume_checkpoint(out: Path, say: bool = True):
+    """The newest checkpoint under `out/checkpoints` whose files all read and agree:
+    (directory, trainer state, tensors {train, model, optimizer, rng}); damaged ones are
+    skipped with a line each; None if there is none. `last` counts when it holds a step no
+    numbered checkpoint has (a run whose numbered ones were deleted)."""
+    root = out / "checkpoints"
+    candidates = [root / str(s) for s in reversed(checkpoint_steps(out))]
+    if (root / "last" / "trainer_state.json").is_file():
+        candidates.append(root / "last")
+    for ck in candidates:
+        try:
+            state = json.loads((ck / "trainer_state.json").read_text())
+            if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+                raise ValueError("trainer_state.json has no integer 'step'")
+            tensors = {
+                "train": load_file(ck / state["train_weights"]),
+                "model": load_file(ck / WEIGHTS_NAME),
+                "optimizer": load_file(ck / "optimizer.safetensors"),
+                "rng": load_file(ck / "rng.safetensors"),
+            }
+            json.loads((ck / CONFIG_NAME).read_text())["policy"]  # noqa: B018
+            shapes = {k: v.shape for k, v in tensors["model"].items()}
+            if {k: v.shape for k, v in tensors["train"].items()} != shapes:
+                raise ValueError("the training weights and model.safetensors disagree")
+            state["optimizer"]["param_groups"]  # noqa: B018 - present, or KeyError
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+            if say:
+                print(
+                    f"ttm-train: --resume: skipping {ck}: {type(e).__name__}: {e}", file=sys.stderr
+                )
+            continue
+        return ck, state, tensors
+    return None
+
+
+def check_resumable(cfg: TrainConfig, policy, ck: Path, say: bool = True) -> None:
+    """Refuse a resume whose model or data differ from the checkpoint's run (naming the
+    fields); print the training settings that differ, which take effect from here on. A
+    larger --steps stretches the cosine schedule: the learning rate follows the new one."""
+    saved = json.loads((ck / "config.json").read_text())["policy"]
+    now = policy.cfg.to_dict()
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        raise ValueError(
+            f"--resume: the model differs from {ck}'s: "
+            + "; ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in diff)
+            + " (resume with the same model, or choose another --out)"
+        )
+    path = cfg.out / "config.json"
+    if not path.is_file():
+        return
+    before = json.loads(path.read_text())
+    after = json.loads(json.dumps(asdict(replace(cfg, model=policy.cfg)), default=str))
+    for d in (before, after):  # the same files, however the paths were written
+        for k in ("dataset", "out"):
+            d[k] = str(Path(d[k]).resolve()) if d.get(k) else d.get(k)
+    changed = {
+        k: (before.get(k), after[k])
+        for k in after
+        if k not in ("model", "obs_keys") and before.get(k) != after[k]
+    }
+    refused = sorted(k for k in changed if k not in RESUMABLE_CHANGES)
+    if refused:
+        raise ValueError(
+            f"--resume: {', '.join(f'--{k.replace(chr(95), chr(45))}' for k in refused)} "
+            f"differ from the run in {cfg.out} ("
+            + "; ".join(f"{changed[k][0]!r} there, {changed[k][1]!r} now" for k in refused)
+            + "): resume with the same values, or choose another --out"
+        )
+    changed.pop("resume", None)
+    if changed and say:
+        print(
+            "ttm-train: --resume with changed settings (recorded in resumes.jsonl): "
+            + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items())),
+            file=sys.stderr,
+        )
+    if changed and say:
+        with (cfg.out / "resumes.jsonl").open("a") as f:
+            step = json.loads((ck / "trainer_state.json").read_text())["step"]
+            f.write(json.dumps({"step": step, "changed": changed}, default=str) + "\n")
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -194,8 +326,37 @@ def load_optimizer(
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of a metrics.jsonl; a torn last line (a kill mid-write) is skipped."""
+    rows = []
+    lines = path.read_text().splitlines() if path.is_file() else []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not JSON") from None
+    return rows
+
+
+def last_logged_loss(out: Path) -> float | None:
+    """The newest `losses/total` in out/metrics.jsonl (for a run resumed at its end)."""
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if "losses/total" in r]
+    return rows[-1]["losses/total"] if rows else None
+
+
+def _finite_or_none(v):
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
 class Logger:
-    """metrics.jsonl (always) and wandb (when enabled); rank 0 only."""
+    """metrics.jsonl (always) and wandb (when enabled); rank 0 only.
+
+    A resumed run keeps the history up to its checkpoint: the kept lines go to a new file
+    that replaces metrics.jsonl in one rename, so a kill at any moment leaves either the old
+    history or the new one (never an empty file). Non-finite values are written as null."""
 
     def __init__(self, cfg: TrainConfig, resume_step: int, enabled: bool):
         self.enabled = enabled
@@ -203,12 +364,15 @@ class Logger:
         self.run = None
         if not enabled:
             return
-        if resume_step and self.path.exists():  # drop lines past the checkpoint we resume from
-            lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
-            keep = [ln for ln in lines if json.loads(ln).get("step", 0) <= resume_step]
-            self.path.write_text("".join(ln + "\n" for ln in keep))
-        elif not resume_step:
-            self.path.write_text("")
+        keep = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+        if resume_step == 0:
+            keep = []
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        with tmp.open("w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in keep)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
         if cfg.wandb != "disabled":
             import wandb
 
@@ -224,11 +388,13 @@ class Logger:
     def log(self, step: int, metrics: dict) -> None:
         if not self.enabled:
             return
-        plain = {
-            k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))
-        }  # no videos
+        plain = {  # no videos; NaN/inf as null, so the file stays JSON
+            k: _finite_or_none(v)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float, str, bool))
+        }
         with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, **plain}) + "\n")
+            f.write(json.dumps({"step": step, **plain}, allow_nan=False) + "\n")
         if self.run is not None:
             self.run.log(metrics, step=step)
 
@@ -248,11 +414,23 @@ def train(cfg: TrainConfig) -> dict:
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     )
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"--device {cfg.device}: this torch ({torch.__version__}) "
+            + ("is a CPU-only build" if torch.version.cuda is None else "sees no CUDA device")
+            + ": use --device cpu or auto"
+        )
     if world > 1:
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # Rank 0 alone runs validation and rollouts (minutes of simulated episodes) while the
+        # other ranks wait for it at a barrier; under NCCL's default timeout (10 minutes) the
+        # watchdog would abort the job there. The price: a collective that is really stuck
+        # takes this long to fail.
+        torch.distributed.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=2)
+        )
     if cfg.batch_size % world:
         raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by the {world} ranks")
     if cfg.threads:
@@ -267,6 +445,13 @@ def train(cfg: TrainConfig) -> dict:
         raise FileNotFoundError(f"--dataset {cfg.dataset}: no such file")
     obs_keys = tuple(cfg.obs_keys) if cfg.obs_keys else infer_obs_keys(cfg.dataset)
     demos = load_demos(str(cfg.dataset), obs_keys, "train")
+    for k in obs_keys:
+        if is_image_key(k) and demos.obs_shapes[k][0] != demos.obs_shapes[k][1]:
+            raise DatasetError(
+                f"{cfg.dataset}, demo {demos.names[0]!r}, key {k!r}: "
+                f"{demos.obs_shapes[k][0]}x{demos.obs_shapes[k][1]} images; the policy takes "
+                "square images: resize them"
+            )
     image_sizes = {demos.obs_shapes[k][0] for k in obs_keys if is_image_key(k)}
     if len(image_sizes) > 1:
         raise DatasetError(
@@ -288,10 +473,19 @@ def train(cfg: TrainConfig) -> dict:
         augment="none",
     )
     dataset = make_dataset(data_cfg, demos)
-    try:
-        valid_set = make_dataset(replace(data_cfg, split="valid")) if cfg.valid_every else None
-    except DatasetError:
-        valid_set = None  # no validation demos (e.g. an empty mask/valid)
+    # The validation demos are read and checked now, like the training ones: a broken
+    # mask/valid (empty, naming a missing demo, NaN, another image size) stops the run here,
+    # not silently or at the first validation. No mask/valid at all: no validation, said once.
+    valid_set = None
+    if cfg.valid_every and has_split(cfg.dataset, "valid"):
+        valid_demos = load_demos(str(cfg.dataset), obs_keys, "valid", like=demos)
+        valid_set = make_dataset(replace(data_cfg, split="valid"), valid_demos)
+    elif cfg.valid_every and main_rank:
+        print(
+            f"ttm-train: {cfg.dataset} has no mask/valid, so no validation loss "
+            "(write mask/valid to get one, or pass --valid-every 0)",
+            file=sys.stderr,
+        )
 
     # --- model, optimiser
     policy = TTMPolicy(model_cfg, compute_stats(demos)).to(device)
@@ -306,32 +500,37 @@ def train(cfg: TrainConfig) -> dict:
     )
     ema = None
     if cfg.ema:
-        ema = torch.optim.swa_utils.AveragedModel(
-            policy,
-            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema),
-            use_buffers=True,
-        )
+        ema = make_ema(policy, cfg.ema)
 
     # --- resume
-    step = 0
+    step, resumed = 0, None
     if cfg.resume:
-        steps_done = checkpoint_steps(cfg.out)
-        if not steps_done:
-            raise FileNotFoundError(
-                f"--resume: no complete checkpoint under {cfg.out / 'checkpoints'}"
-            )
-        ck = cfg.out / "checkpoints" / str(steps_done[-1])
-        state = json.loads((ck / "trainer_state.json").read_text())
-        policy.load_state_dict(load_file(ck / state["train_weights"], device=str(device)))
-        load_optimizer(
-            opt, load_file(ck / "optimizer.safetensors", device=str(device)), state["optimizer"]
-        )
-        if ema is not None:
-            ema.module.load_state_dict(load_file(ck / "model.safetensors", device=str(device)))
-            ema.n_averaged.fill_(state["ema_n_averaged"])
-        rng = load_file(ck / "rng.safetensors")
-        torch.set_rng_state(rng[f"torch.{rank}"] if f"torch.{rank}" in rng else rng["torch.0"])
-        step = state["step"]
+        resumed = find_resume_checkpoint(cfg.out, say=main_rank)
+        if resumed is None:
+            if main_rank:
+                print(
+                    f"ttm-train: --resume: no checkpoint under {cfg.out / 'checkpoints'} yet: "
+                    "starting from step 0",
+                    file=sys.stderr,
+                )
+        else:
+            ck, state, tensors = resumed
+            check_resumable(cfg, policy, ck, say=main_rank)
+            policy.load_state_dict(tensors["train"])
+            load_optimizer(opt, tensors["optimizer"], state["optimizer"])
+            if ema is not None:
+                ema.module.load_state_dict(tensors["model"])
+                ema.n_averaged.fill_(state["ema_n_averaged"])
+            rng = tensors["rng"]
+            torch.set_rng_state(rng[f"torch.{rank}"] if f"torch.{rank}" in rng else rng["torch.0"])
+            cuda_rng = f"cuda.{rank}" if f"cuda.{rank}" in rng else "cuda.0"
+            if device.type == "cuda" and cuda_rng in rng:
+                torch.cuda.set_rng_state(rng[cuda_rng], device)
+            step = state["step"]
+            if step >= cfg.steps and (cfg.out / "summary.json").is_file():
+                if main_rank:
+                    print(f"ttm-train: {cfg.out} already finished at step {step}", file=sys.stderr)
+                return json.loads((cfg.out / "summary.json").read_text())
     elif main_rank and cfg.out.exists() and checkpoint_steps(cfg.out):
         raise FileExistsError(
             f"{cfg.out} already holds checkpoints: pass --resume, or choose another --out"
@@ -353,13 +552,16 @@ def train(cfg: TrainConfig) -> dict:
 
     def save(at: int) -> None:
         """Write checkpoints/<at>/ and checkpoints/last/, each in one rename (rank 0)."""
-        states = [torch.get_rng_state()]
+        mine = {"torch": torch.get_rng_state()}
+        if device.type == "cuda":
+            mine["cuda"] = torch.cuda.get_rng_state(device).cpu()
+        states = [mine]
         if world > 1:  # every rank's RNG, so each resumes its own stream
             states = [None] * world
-            torch.distributed.all_gather_object(states, torch.get_rng_state())
+            torch.distributed.all_gather_object(states, mine)
         if not main_rank:
             return
-        rng = {f"torch.{r}": s for r, s in enumerate(states)}
+        rng = {f"{kind}.{r}": t for r, st in enumerate(states) for kind, t in st.items()}
         opt_tensors, opt_meta = optimizer_tensors(opt)
         root = cfg.out / "checkpoints"
         for name in (str(at), "last"):
@@ -387,7 +589,8 @@ def train(cfg: TrainConfig) -> dict:
                 }
                 (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2, default=str))
         for old in checkpoint_steps(cfg.out)[: -cfg.keep_last]:
-            shutil.rmtree(root / str(old), ignore_errors=True)
+            remove_directory(root / str(old))  # gone in one rename, never half-deleted
+        remove_leftovers(root)  # what earlier kills left behind
 
     @torch.no_grad()
     def validate() -> dict:
@@ -495,6 +698,20 @@ def train(cfg: TrainConfig) -> dict:
         grad_norm = torch.nn.utils.clip_grad_norm_(
             policy.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         )
+        # Before the optimiser step, so the weights (and every checkpoint) stay finite. The
+        # gradient norm is computed from all-reduced gradients: every rank stops together.
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            good = checkpoint_steps(cfg.out)
+            raise TrainingDiverged(
+                f"non-finite loss ({loss.item():.4g}) or gradient norm ({grad_norm.item():.4g}) "
+                f"at step {step + 1}: stopped before the optimiser step; "
+                + (
+                    f"the last good checkpoint is {cfg.out / 'checkpoints' / str(good[-1])}"
+                    if good
+                    else "no checkpoint was written"
+                )
+                + " (lower --lr, keep --grad-clip > 0, or check the data)"
+            )
         opt.step()
         if ema is not None:
             ema.update_parameters(policy)
@@ -532,6 +749,13 @@ def train(cfg: TrainConfig) -> dict:
             t_last, seen = time.perf_counter(), 0
         elif extra:
             logger.log(step, extra)
+        if world > 1 and any(
+            every and step % every == 0 for every in (cfg.eval_every, cfg.valid_every)
+        ):
+            # Rank 0 may have run rollouts / validation above: the others wait for it here, at
+            # a named point (see the timeout at init_process_group), not inside the next
+            # step's gradient all-reduce. The condition is the same on every rank.
+            torch.distributed.barrier(device_ids=[device.index] if device.type == "cuda" else None)
         if step % cfg.save_every == 0 or step == cfg.steps:
             save(step)
     bar.close()
@@ -556,7 +780,7 @@ def train(cfg: TrainConfig) -> dict:
         "resumed_from": start_step,
         "out": str(cfg.out),
         "last_checkpoint": str(cfg.out / "checkpoints" / "last"),
-        "final_loss": metrics.get("losses/total"),
+        "final_loss": metrics.get("losses/total", last_logged_loss(cfg.out)),
         "parameters": policy.num_parameters(),
     }
     if main_rank:
@@ -571,6 +795,9 @@ def main(argv: list[str] | None = None) -> None:
     except (DatasetError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"ttm-train: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except TrainingDiverged as e:
+        print(f"ttm-train: training diverged: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
     print(
         f"done: {summary['steps']} steps, final loss {summary['final_loss']}, checkpoint {summary['last_checkpoint']}"
     )

@@ -88,8 +88,14 @@ class LSTMCore(nn.Module):
 
     def _run(self, tokens: torch.Tensor, state):  # tokens (B, T, N, D)
         x = self.inp(tokens.flatten(2))  # (B, T, hidden)
-        h, c = (s.transpose(0, 1).contiguous() for s in state)  # (L, B, hidden)
-        y, (h, c) = self.lstm(x, (h, c))
+        # The recurrence runs outside autocast, in the parameters' dtype (float32): under CUDA
+        # autocast cuDNN runs LSTMs in float16 whatever dtype autocast asks for (and nothing
+        # scales the loss), on CPU bf16 autocast runs them in bf16; either rounds the state
+        # at every step of the unroll. The input and output projections stay under autocast.
+        dtype = self.lstm.weight_ih_l0.dtype
+        with torch.autocast(tokens.device.type, enabled=False):
+            h, c = (s.transpose(0, 1).to(dtype).contiguous() for s in state)  # (L, B, hidden)
+            y, (h, c) = self.lstm(x.to(dtype), (h, c))  # (B, T, hidden)
         return self.out(y).unsqueeze(2), (h.transpose(0, 1), c.transpose(0, 1))  # (B, T, 1, D)
 
     def step(self, tokens: torch.Tensor, state):
@@ -103,7 +109,8 @@ class LSTMCore(nn.Module):
         """tokens (B, T, N, D) -> outs (B, T, 1, D), state. reset/bptt as in the TTM."""
         _check_tokens(tokens, self.cfg.input_tokens, self.cfg.dim, seq=True)
         B, T = tokens.shape[:2]
-        state = self.init_memory(B, tokens.device, tokens.dtype) if memory is None else memory
+        # The state takes the parameters' dtype, not that of autocast's lower-precision tokens.
+        state = self.init_memory(B, tokens.device) if memory is None else memory
         self._check_state(state, B)
         if reset is None and not bptt:
             return self._run(tokens, state)  # one cuDNN/MKL call over the whole sequence
@@ -246,7 +253,8 @@ class CausalTransformerCore(nn.Module):
         _check_tokens(tokens, cfg.input_tokens, cfg.dim, seq=True)
         B, T, N, D = tokens.shape
         dev = tokens.device
-        ck, cv, valid, pos0 = self.init_memory(B, dev, tokens.dtype) if memory is None else memory
+        # The cache takes the parameters' dtype, not that of autocast's lower-precision tokens.
+        ck, cv, valid, pos0 = self.init_memory(B, dev) if memory is None else memory
         if ck.shape[0] != B or valid.shape != ck.shape[:1] + ck.shape[3:4]:
             raise ValueError(
                 f"KV cache shapes {tuple(ck.shape)}, {tuple(valid.shape)} do not fit batch {B}"
@@ -293,7 +301,9 @@ class CausalTransformerCore(nn.Module):
         out = self.norm(x).unflatten(1, (T, N))  # (B, T, N, D)
 
         # New cache: everything still in the window after this step, from the last episode.
-        k_all, v_all = torch.stack(ks, 1), torch.stack(vs, 1)  # (B, L, H, S+T*N, Dh)
+        # In the cache's dtype: under autocast the new keys/values come out of bf16 matmuls.
+        k_all = torch.stack(ks, 1).to(ck.dtype)  # (B, L, H, S+T*N, Dh)
+        v_all = torch.stack(vs, 1).to(cv.dtype)
         valid_all = ok_all & (seg_all == seg[:, -1:])
         if cfg.window is not None:  # the last (window-1)*N tokens
             keep = (cfg.window - 1) * cfg.input_tokens

@@ -40,10 +40,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+import tyro
 from torch import nn
 
 from ttm_policy.baselines import (
@@ -85,6 +86,41 @@ def _policy_ttm() -> TTMConfig:
     return TTMConfig(dim=128)
 
 
+# The core configs as ttm-train's CLI (tyro) offers them: without the width, token count and
+# memory-less switch, which PolicyConfig.__post_init__ sets from `dim`, `num_tokens` and `core`
+# (a flag for them would do nothing). PolicyConfig holds plain core configs, never these, and
+# checks them as such once those sizes are set (so `--model.dim 96 --model.ttm.heads 12` and
+# `--model.ttm.summariser linear` are judged with the real D and N).
+@dataclass
+class _TTMFlags(TTMConfig):
+    dim: tyro.conf.Suppress[int] = 128
+    input_tokens: tyro.conf.Suppress[int | None] = None
+    memoryless: tyro.conf.Suppress[bool] = False
+
+    def __post_init__(self) -> None:
+        """Checked by PolicyConfig as a plain TTMConfig with its dim and input_tokens."""
+
+
+@dataclass
+class _LSTMFlags(LSTMConfig):
+    dim: tyro.conf.Suppress[int] = 128
+    input_tokens: tyro.conf.Suppress[int] = 8
+
+
+@dataclass
+class _TransformerFlags(CausalTransformerConfig):
+    dim: tyro.conf.Suppress[int] = 128
+    input_tokens: tyro.conf.Suppress[int] = 8
+
+    def __post_init__(self) -> None:
+        """Checked by PolicyConfig as a plain CausalTransformerConfig with its dim."""
+
+
+def _synced(cls: type, cfg: Any, **shared: Any) -> Any:
+    """`cfg` (a `cls`, or its CLI view above) as a plain `cls` with the sizes PolicyConfig owns."""
+    return cls(**{**{f.name: getattr(cfg, f.name) for f in fields(cls) if f.init}, **shared})
+
+
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise ValueError(f"PolicyConfig.{name}={value!r}: choose one of {choices}")
@@ -94,9 +130,11 @@ def _check_choice(name: str, value: Any, choices: tuple) -> None:
 class PolicyConfig:
     """Everything that defines a policy's architecture; saved as config.json beside it."""
 
-    obs_keys: tuple[str, ...] = LIFT_OBS_KEYS
+    # obs_keys, image_size and core: not flags of ttm-train (tyro.conf.Suppress), which sets
+    # them from the dataset and its own --obs-keys and --policy.
+    obs_keys: tyro.conf.Suppress[tuple[str, ...]] = LIFT_OBS_KEYS
     """Observation keys consumed: `<camera>_image` (uint8 HxWx3) and low-dim keys, in token order."""
-    image_size: int = 84
+    image_size: tyro.conf.Suppress[int] = 84
     """H = W of the camera images the env gives (robomimic's 84)."""
     crop_size: int = 76
     """Side of the crop the tokenizer sees: random per sequence in training, central at
@@ -113,13 +151,19 @@ class PolicyConfig:
     one token per key."""
     lowdim_dims: dict[str, int] = field(default_factory=dict)
     """Width of each low-dim key; filled from the normalisation stats when the policy is built."""
-    core: Core = "ttm"
+    core: tyro.conf.Suppress[Core] = "ttm"
     """Temporal core: ttm, ttm-memoryless, lstm, transformer (last K steps), none (single frame)."""
-    ttm: TTMConfig = field(default_factory=_policy_ttm)
+    ttm: Annotated[TTMConfig, tyro.conf.arg(constructor=_TTMFlags)] = field(
+        default_factory=_policy_ttm
+    )
     """TTM core (`ttm`, `ttm-memoryless`); dim, input_tokens, memoryless are set from this config."""
-    lstm: LSTMConfig = field(default_factory=LSTMConfig)
+    lstm: Annotated[LSTMConfig, tyro.conf.arg(constructor=_LSTMFlags)] = field(
+        default_factory=LSTMConfig
+    )
     """LSTM core (robomimic BC-RNN: 2 x 400); dim and input_tokens are set from this config."""
-    transformer: CausalTransformerConfig = field(default_factory=CausalTransformerConfig)
+    transformer: Annotated[
+        CausalTransformerConfig, tyro.conf.arg(constructor=_TransformerFlags)
+    ] = field(default_factory=CausalTransformerConfig)
     """Causal Transformer core (window K=6 as RT-1); also the per-frame net of core `none`
     (with window 1); dim and input_tokens are set from this config."""
     head: Head = "continuous"
@@ -222,11 +266,12 @@ class PolicyConfig:
             )
         # The cores' shared sizes follow this config (one source of truth).
         N = self.num_tokens
-        self.ttm = replace(
-            self.ttm, dim=self.dim, input_tokens=N, memoryless=self.core == "ttm-memoryless"
+        memoryless = self.core == "ttm-memoryless"
+        self.ttm = _synced(TTMConfig, self.ttm, dim=self.dim, input_tokens=N, memoryless=memoryless)
+        self.lstm = _synced(LSTMConfig, self.lstm, dim=self.dim, input_tokens=N)
+        self.transformer = _synced(
+            CausalTransformerConfig, self.transformer, dim=self.dim, input_tokens=N
         )
-        self.lstm = replace(self.lstm, dim=self.dim, input_tokens=N)
-        self.transformer = replace(self.transformer, dim=self.dim, input_tokens=N)
 
     # ------------------------------------------------------------------ derived
 
@@ -637,8 +682,24 @@ class TTMPolicy(nn.Module):
             if single is not None and s != single:
                 raise ValueError(f"obs[{k!r}] shape {x.shape}: mixes batched and unbatched keys")
             single = s
-            if is_image_key(k) and x.dtype != np.uint8:
-                raise ValueError(f"obs[{k!r}] must be uint8 images, got dtype {x.dtype}")
+            if is_image_key(k):
+                if x.dtype != np.uint8:
+                    raise ValueError(f"obs[{k!r}] must be uint8 images, got dtype {x.dtype}")
+            else:
+                if x.shape[-1] != cfg.lowdim_dims[k]:
+                    raise ValueError(
+                        f"obs[{k!r}] has width {x.shape[-1]}, expected {cfg.lowdim_dims[k]}"
+                    )
+                if x.dtype.kind not in "fiu":
+                    raise ValueError(f"obs[{k!r}] must be numeric, got dtype {x.dtype}")
+                with np.errstate(over="ignore"):  # an overflow becomes inf: refused below
+                    x = x.astype(np.float32)
+                if not np.isfinite(x).all():  # NaN/inf must never reach the memory
+                    bad = np.argwhere(~np.isfinite(x)).tolist()
+                    raise ValueError(
+                        f"obs[{k!r}] has non-finite values at {bad[:8]}; the policy state is "
+                        "left as it was"
+                    )
             t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
             out[k] = t[None] if s else t  # (B, ...)
         return out, bool(single)
@@ -707,7 +768,13 @@ class TTMPolicy(nn.Module):
                     f"the policy runs {self._queue_pos.numel()} envs but obs has batch {B}: "
                     "call reset() before changing the number of envs"
                 )
-            chunk, self._state = self.step(x, self._state)  # (B, K, A)
+            chunk, state = self.step(x, self._state)  # (B, K, A)
+            if not torch.isfinite(chunk).all():  # e.g. diverged weights: nothing is committed
+                raise FloatingPointError(
+                    "the policy produced a non-finite action; its state is left as it was "
+                    "(check the checkpoint's weights)"
+                )
+            self._state = state
             action = self._execute(chunk)  # (B, A)
         finally:
             self.train(was_training)

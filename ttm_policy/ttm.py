@@ -128,7 +128,6 @@ class TokenTuringMachine(nn.Module):
         self.cfg = cfg
         D, M, R, N = cfg.dim, cfg.memory_tokens, cfg.read_tokens, cfg.input_tokens
         self.out_tokens = R
-        M_eff = 0 if cfg.memoryless else M
 
         def emb(n: int) -> nn.Parameter:  # BERT-style N(0, 0.02) init, as scenic AddPositionEmbs
             return nn.Parameter(
@@ -136,10 +135,15 @@ class TokenTuringMachine(nn.Module):
                 requires_grad=cfg.position_embeddings,
             )
 
-        # Read: [memory ‖ inputs] -> R tokens.
-        self.read_memory_pos = emb(M_eff)
+        # Read: [memory ‖ inputs] -> R tokens. Only parameters the forward uses are created:
+        # DDP fails at the second step on one that never gets a gradient (the memory-less
+        # variant has no memory to embed; add-erase writes without position embeddings).
+        # The default TTM creates the same parameters in the same order as always.
+        if not cfg.memoryless:
+            self.read_memory_pos = emb(M)
         self.read_input_pos = emb(N or 1)
-        self.read = _make_summariser(cfg, None if N is None else M_eff + N, R)
+        M_read = 0 if cfg.memoryless else M  # memory tokens the read sees
+        self.read = _make_summariser(cfg, None if N is None else M_read + N, R)
 
         if cfg.processing_unit == "transformer":
             self.process = TransformerUnit(
@@ -156,17 +160,27 @@ class TokenTuringMachine(nn.Module):
 
         # Write: [memory ‖ outputs ‖ inputs] -> M tokens.
         if not cfg.memoryless:
-            self.write_memory_pos = emb(M)
-            self.write_output_pos = emb(R)
-            self.write_input_pos = emb(N or 1)
             if cfg.summariser == "add-erase":
                 self.write = AddEraseWrite(dim=D, heads=R, bottleneck=cfg.bottleneck)
             else:
+                self.write_memory_pos = emb(M)
+                self.write_output_pos = emb(R)
+                self.write_input_pos = emb(N or 1)
                 self.write = _make_summariser(cfg, None if N is None else M + R + N, M)
             if cfg.write_gate:
                 self.write_gate = GatedWrite(dim=D)
             if cfg.memory_init == "learned":
                 self.memory_init = nn.Parameter(torch.randn(M, D) * 0.02)
+
+    # Checkpoints written before the unused position embeddings were dropped hold them:
+    # `read_memory_pos` of shape (0, D) (memory-less) and the `write_*_pos` (add-erase).
+    _UNUSED_BEFORE = ("read_memory_pos", "write_memory_pos", "write_output_pos", "write_input_pos")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in self._UNUSED_BEFORE:  # load such checkpoints: drop what we no longer have
+            if name not in self._parameters:
+                state_dict.pop(prefix + name, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ---------------------------------------------------------------- memory
 
@@ -227,20 +241,26 @@ class TokenTuringMachine(nn.Module):
         out = self.process(z)  # (B, R, D)
         if self.cfg.memoryless:
             return out, memory, {"read": read_w, "write": None}
-        if self.cfg.summariser == "add-erase":
-            new_memory, write_w = self.write(memory, out)  # (B, M, D)
-        else:
-            inp_write = (
-                tokens + self.write_input_pos[:N]
-                if self.cfg.input_tokens
-                else tokens + self.write_input_pos
-            )
-            write_in = torch.cat(
-                [memory + self.write_memory_pos, out + self.write_output_pos, inp_write], dim=1
-            )  # (B, M+R+N, D)
-            new_memory, write_w = self.write(write_in)  # (B, M, D)
-            if self.cfg.write_gate:
-                new_memory = self.write_gate(memory, new_memory)  # (B, M, D)
+        # The write runs outside autocast, in the memory's dtype (the parameters' float32):
+        # under bf16 autocast its weighted sum would come out of a bf16 matmul, so the memory
+        # would be rounded at every step of a 150-300-step unroll while float32 inference
+        # never rounds it. The read and the processing unit (most of the work) stay under
+        # autocast. tests/ttm_policy/test_precision.py measures what remains.
+        with torch.autocast(memory.device.type, enabled=False):
+            out_w = out.to(memory.dtype)  # (B, R, D)
+            if self.cfg.summariser == "add-erase":
+                new_memory, write_w = self.write(memory, out_w)  # (B, M, D)
+            else:
+                inp_write = tokens.to(memory.dtype) + (
+                    self.write_input_pos[:N] if self.cfg.input_tokens else self.write_input_pos
+                )
+                write_in = torch.cat(
+                    [memory + self.write_memory_pos, out_w + self.write_output_pos, inp_write],
+                    dim=1,
+                )  # (B, M+R+N, D)
+                new_memory, write_w = self.write(write_in)  # (B, M, D)
+                if self.cfg.write_gate:
+                    new_memory = self.write_gate(memory, new_memory)  # (B, M, D)
         return out, new_memory, {"read": read_w, "write": write_w}
 
     def step(self, tokens: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -266,7 +286,8 @@ class TokenTuringMachine(nn.Module):
         if tokens.ndim != 4:
             raise ValueError(f"tokens must have shape (B, T, N, D), got {tuple(tokens.shape)}")
         B, T = tokens.shape[:2]
-        memory = self.init_memory(B, tokens.device, tokens.dtype) if memory is None else memory
+        # The state takes the parameters' dtype, not that of autocast's lower-precision tokens.
+        memory = self.init_memory(B, tokens.device) if memory is None else memory
         if reset is not None and tuple(reset.shape) != (B, T):
             raise ValueError(f"reset must have shape (B, T) = {(B, T)}, got {tuple(reset.shape)}")
         outs = []

@@ -2,6 +2,7 @@
 outcomes for the same seed, and one clear error for a mismatched or corrupt checkpoint."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,15 @@ def test_eval_json_is_consistent_and_videos_play(checkpoint, tmp_path):
     assert len(data["videos"]) == 2
     frames = imageio.mimread(data["videos"][0])
     assert len(frames) == eps[0]["length"] and frames[0].shape == (192, 192, 3)
+
+
+def test_eval_json_records_the_gl_renderer(checkpoint, tmp_path):
+    run(checkpoint, tmp_path, episodes=1)
+    gl = json.loads((tmp_path / "eval.json").read_text())["gl"]
+    # Read from a real context: llvmpipe on a CPU machine, the GPU's name on a GPU one.
+    assert "error" not in gl and gl["renderer"] and gl["vendor"] and gl["version"], gl
+    assert gl["backend"] == os.environ["MUJOCO_GL"].lower()
+    assert gl["egl_devices"] == [None]  # a CPU policy: the envs render where EGL chooses
 
 
 def test_same_seed_same_outcomes(checkpoint, tmp_path):

@@ -15,9 +15,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.train.test_train import ROOT, demos, tiny  # noqa: F401 - demos is a fixture
+from envs.collect import Args, collect
+from tests.train.test_train import ROOT, tiny
 from train.train import TrainConfig, main, train
 from ttm_policy.checkpoint import atomic_directory
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "pointcue.hdf5"
+    collect(Args(task="PointCue", out=out, episodes=6, seed=0, valid_fraction=0.2))
+    return out
 
 
 def config(demos: Path, out: Path, **kw) -> TrainConfig:
@@ -133,9 +141,7 @@ def test_resume_from_last_alone_and_from_nothing(demos, tmp_path, capsys):
     assert "no checkpoint under" in capsys.readouterr().err
 
 
-def test_resume_refuses_another_model_or_data_and_records_other_changes(
-    demos, tmp_path, capsys
-):
+def test_resume_refuses_another_model_or_data_and_records_other_changes(demos, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(cli(demos, out, "--steps", 5)) is None
     with pytest.raises(SystemExit) as e:
@@ -171,3 +177,27 @@ def test_a_diverged_run_stops_and_keeps_the_last_good_checkpoint(demos, tmp_path
     for k, v in load_file(out / "checkpoints" / "last" / "model.safetensors").items():
         torch.testing.assert_close(v, good[k], rtol=0, atol=0)
     strict_rows(out / "metrics.jsonl")  # no bare NaN in the history
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a CPU-only machine")
+def test_cuda_device_without_cuda_is_one_line(demos, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(cli(demos, tmp_path / "run", "--steps", 1, "--device", "cuda"))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--device cuda" in err and "--device cpu" in err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_rng_state_is_saved_and_restored(demos, tmp_path):
+    out = tmp_path / "run"
+    train(config(demos, out, steps=5, device="cuda"))
+    rng = load_file(out / "checkpoints" / "5" / "rng.safetensors")
+    assert "cuda.0" in rng and "torch.0" in rng
+    torch.cuda.manual_seed(123)  # whatever the process did since, the resume restores it
+    train(config(demos, out, steps=6, device="cuda", resume=True))
+    full = tmp_path / "full"
+    train(config(demos, full, steps=6, device="cuda"))
+    a = load_file(out / "checkpoints" / "last" / "model.safetensors")
+    b = load_file(full / "checkpoints" / "last" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-3, msg=k)  # GPU kernels vary

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 
 import envs
 from envs.collect import Args, collect
-from train.train import TrainConfig, train
-from ttm_policy import TTMPolicy
+from train.train import TrainConfig, make_ema, train
+from ttm_policy import PolicyConfig, TTMConfig, TTMPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
@@ -217,8 +217,20 @@ def test_torchrun_two_cpu_ranks_match_one_process(demos, tmp_path):
         "--no-pad-end",
         "--save-every",
         6,
+        # Rank 0 alone validates and rolls out at step 3 while rank 1 waits at the barrier
+        # after it (neither touches the torch RNG, so the weights still match one process).
         "--valid-every",
-        0,
+        3,
+        "--valid-batches",
+        1,
+        "--log-every",
+        3,
+        "--eval-every",
+        3,
+        "--eval-episodes",
+        1,
+        "--eval-env-kwargs",
+        '{"max_steps": 20}',
         "--warmup",
         1,
         "--model.crop-size",
@@ -227,6 +239,9 @@ def test_torchrun_two_cpu_ranks_match_one_process(demos, tmp_path):
     ]
     ddp = run_cli(*common, "--out", tmp_path / "ddp", torchrun=True, timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
+    logged = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in logged if "rollout/success_rate" in x] == [3, 6]
+    assert [x["step"] for x in logged if "valid/loss" in x] == [3, 6]
     single = run_cli(*common, "--out", tmp_path / "single")
     assert single.returncode == 0, single.stderr
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
@@ -240,11 +255,35 @@ def test_torchrun_two_cpu_ranks_match_one_process(demos, tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=0, msg=lambda m, k=k: f"{k}: {m}")
 
 
+def test_ddp_trains_every_core_and_summariser(demos, tmp_path):
+    """Two DDP steps (2 gloo ranks) of every core and every TTM summariser, wrapped as
+    ttm-train wraps them: a parameter without a gradient makes DDP raise "Expected to have
+    finished reduction" at the second step (it did for ttm-memoryless and add-erase)."""
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "ddp.json"
+    script = ROOT / "tests" / "train" / "ddp_every_core.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    cmd += ["--master-port", str(port), str(script), str(demos), str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert sorted(results) == sorted(
+        ["ttm", "ttm-memoryless", "lstm", "transformer", "none"]
+        + [f"ttm/{s}" for s in ("tl-mha", "add-erase", "linear", "pool")]
+    )
+    errors = {k: v["error"] for k, v in results.items() if "error" in v}
+    assert not errors, f"{sorted(errors)}: {next(iter(errors.values()), '')[:200]}"
+    for name, r in results.items():
+        c0, c1 = r["checksums"]
+        assert c0 == c1, name  # replicas identical after the all-reduced steps
+
+
 def test_cli_errors(demos, tmp_path):
     r = run_cli("--dataset", tmp_path / "missing.hdf5", "--out", tmp_path / "x", "--steps", 1)
     assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli("--dataset", demos, "--out", tmp_path / "y", "--resume", "--steps", 1)
-    assert r.returncode == 2 and "no complete checkpoint" in r.stderr
     r = run_cli(
         "--dataset",
         demos,
@@ -266,7 +305,7 @@ def test_ema_checkpoint_and_wandb_offline(demos, tmp_path):
         steps=3,
         batch_size=2,
         window=4,
-        ema=0.5,
+        ema=0.9995,  # a realistic decay: 0.5 keeps integer arithmetic exact
         save_every=3,
         log_every=1,
         valid_every=0,
@@ -279,6 +318,36 @@ def test_ema_checkpoint_and_wandb_offline(demos, tmp_path):
     assert any(not torch.equal(ema[k], raw[k]) for k in ema if ema[k].is_floating_point())
     TTMPolicy.from_pretrained(last)  # what users load: the EMA weights
     assert list((cfg.out / "wandb").glob("offline-run-*")), "no offline wandb run written"
+
+
+def test_ema_averages_floats_and_copies_integer_buffers():
+    """`token_source` (int64 ids 0..3) must survive many EMA updates at a realistic decay;
+    torch's own EMA averages it in float and truncates (3 -> 2)."""
+    keys = ("a", "b", "c", "d")
+    cfg = PolicyConfig(
+        obs_keys=keys,
+        lowdim_tokens="per_key",
+        dim=32,
+        ttm=TTMConfig(layers=1, memory_tokens=4, mlp_dim=32),
+    )
+    stats = {"action/min": [-1.0] * 7, "action/max": [1.0] * 7}
+    for k in keys:
+        stats |= {f"obs/{k}/min": [0.0, 0.0], f"obs/{k}/max": [1.0, 1.0]}
+    policy = TTMPolicy(cfg, stats)
+    assert policy.token_source.tolist() == [0, 1, 2, 3]
+    decay, p = 0.9995, policy.source_embedding
+    ema = make_ema(policy, decay)
+    expected = None  # the first update copies, the later ones average
+    for _ in range(200):
+        with torch.no_grad():
+            for q in policy.parameters():  # stands in for an optimiser step
+                q.add_(torch.randn_like(q) * 1e-2)
+        ema.update_parameters(policy)
+        now = p.detach().double()
+        expected = now.clone() if expected is None else decay * expected + (1 - decay) * now
+    assert torch.equal(ema.module.token_source, policy.token_source)
+    torch.testing.assert_close(ema.module.source_embedding.double(), expected, atol=1e-6, rtol=0)
+    assert not torch.allclose(ema.module.source_embedding, p, atol=1e-3)  # averaged, not copied
 
 
 def test_rollouts_during_training_keep_a_best_checkpoint(demos, tmp_path):

@@ -1,0 +1,56 @@
+"""ttm-train's command line offers only flags that take effect: none for the fields the trainer
+fills from the data and --policy, none for the per-core sizes PolicyConfig sets itself."""
+
+from pathlib import Path
+
+import pytest
+import tyro
+
+from train.train import TrainConfig, main
+from ttm_policy import CausalTransformerConfig, LSTMConfig, TTMConfig
+
+FILLED = (
+    "--model.obs-keys",  # --obs-keys or the dataset's keys
+    "--model.core",  # --policy
+    "--model.image-size",  # the dataset's images
+    "--model.ttm.dim",  # --model.dim, for every core
+    "--model.lstm.dim",
+    "--model.transformer.dim",
+    "--model.ttm.input-tokens",  # N, from the cameras and low-dim keys
+    "--model.lstm.input-tokens",
+    "--model.transformer.input-tokens",
+    "--model.ttm.memoryless",  # --policy ttm-memoryless
+)
+
+
+def test_help_lists_no_flag_that_does_nothing(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    flags = set(capsys.readouterr().out.replace(",", " ").split())
+    assert {"--policy", "--obs-keys", "--model.dim", "--model.ttm.layers"} <= flags
+    assert {"--model.lstm.hidden", "--model.transformer.window", "--model.crop-size"} <= flags
+    assert not flags & set(FILLED)
+
+
+@pytest.mark.parametrize("flag, value", [("--model.ttm.dim", "64"), ("--model.core", "lstm")])
+def test_a_filled_field_given_on_the_command_line_is_an_error(capsys, flag, value):
+    with pytest.raises(SystemExit) as e:
+        main(["--dataset", "d.hdf5", flag, value])
+    assert e.value.code == 2 and flag in capsys.readouterr().err
+
+
+def test_defaults_are_unchanged_and_dim_reaches_every_core():
+    """The default invocation builds the very config it built before; --model.dim reaches every
+    core, and the per-core flags that remain take effect."""
+    cfg = tyro.cli(TrainConfig, args=["--dataset", "d.hdf5"])
+    assert cfg == TrainConfig(dataset=Path("d.hdf5"))
+    args = ["--dataset", "d.hdf5", "--model.dim", "96", "--model.ttm.heads", "12"]
+    args += ["--model.transformer.heads", "12", "--model.ttm.summariser", "linear"]
+    m = tyro.cli(TrainConfig, args=args).model
+    assert type(m.ttm) is TTMConfig and type(m.lstm) is LSTMConfig
+    assert type(m.transformer) is CausalTransformerConfig
+    assert m.ttm.dim == m.lstm.dim == m.transformer.dim == 96
+    assert m.ttm.heads == m.transformer.heads == 12 and m.ttm.summariser == "linear"
+    assert m.ttm.input_tokens == m.lstm.input_tokens == m.num_tokens
