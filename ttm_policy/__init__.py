@@ -1,6 +1,7 @@
 """ttm_policy: Token Turing Machines as visuomotor robot policies.
 
-The model layer: it depends on nothing else in this repository.
+The model layer. Layers: `ttm_policy` imports nothing from `envs`, `train` or `eval` (it
+depends on nothing else in this repository).
 
 The public names below are imported lazily (PEP 562): `import ttm_policy` alone imports no
 torch, so the robot-side runtime (`ttm_policy.runtime`, numpy + onnxruntime only) can live in
@@ -15,6 +16,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "CausalTransformerConfig": "ttm_policy.baselines",
     "CausalTransformerCore": "ttm_policy.baselines",
+    "CORES": "ttm_policy.cores",
+    "GRUConfig": "ttm_policy.gru",
+    "GRUCore": "ttm_policy.gru",
     "LSTMConfig": "ttm_policy.baselines",
     "LSTMCore": "ttm_policy.baselines",
     "PolicyConfig": "ttm_policy.policy",

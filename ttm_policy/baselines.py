@@ -53,6 +53,8 @@ class LSTMConfig:
 class LSTMCore(nn.Module):
     """BC-RNN style: the step's N tokens flattened, a 2-layer LSTM, one output token."""
 
+    STATE = {"lstm_h": "B, L, Hd", "lstm_c": "B, L, Hd"}  # name -> axes (ttm_policy.cores)
+
     def __init__(self, cfg: LSTMConfig):
         super().__init__()
         self.cfg = cfg
@@ -210,6 +212,14 @@ class CausalTransformerCore(nn.Module):
     Streaming keeps a KV cache of the previous K-1 steps (fixed size; exportable); with
     `window=None` it keeps every past step and grows.
     """
+
+    # name -> axes (ttm_policy.cores); S = (window-1)*N cached tokens, 0 for window 1 (`none`)
+    STATE = {
+        "kv_keys": "B, L, Hh, S, Dh",
+        "kv_values": "B, L, Hh, S, Dh",
+        "kv_valid": "B, S",
+        "kv_pos": "B",
+    }
 
     def __init__(self, cfg: CausalTransformerConfig):
         super().__init__()

@@ -13,10 +13,12 @@ The graph is `TTMPolicy.step`, a pure function of tensors:
     outputs  action_chunk    float32 (B, K, A)   robot units, clipped to [-1, 1]
              new_<state name>                    the state for the next step
 
-State tensors, per temporal core (names are the graph's input names):
+State tensors: each core declares its state's names and axes (`STATE`, see
+ttm_policy/cores.py); the names are the graph's input names. For example:
     ttm             memory (B, M, D) float32
     ttm-memoryless  none: its memory is (B, 0, D)
     lstm            lstm_h, lstm_c (B, L, Hd) float32
+    gru             gru_h (B, L, Hd) float32
     transformer     kv_keys, kv_values (B, L, Hh, S, Dh) float32, kv_valid (B, S) bool,
                     kv_pos (B,) int64 (steps since the episode start); S = (window-1)*N
     none            kv_pos only: its KV cache is (B, L, Hh, 0, Dh)
@@ -25,7 +27,7 @@ graph (and listed under `omitted_state` in the spec): runtimes and accelerators 
 they treat empty tensors, and there is nothing to carry. The step rebuilds it inside.
 
 Files written into `--out` (replaced as a whole, atomically):
-    policy.onnx | policy.pt   the step graph, weights inside
+    policy.onnx               the step graph, weights inside
     policy_spec.json          observation keys, shapes, dtypes; action size, bounds, horizon;
                               state names, shapes, dtypes, initial-value files; control rate;
                               temporal core; sha256 of the checkpoint's weights and of every
@@ -87,22 +89,6 @@ DEFAULT_HZ = 20.0  # robosuite's and PointCue's control rate
 TOLERANCE = 1e-4  # max |ONNX - PyTorch| the export check accepts (actions and float state)
 BATCHES = (1, 3)  # batch sizes the export check streams (the graph's batch axis is dynamic)
 
-STATE_NAMES = {
-    "ttm": ("memory",),
-    "ttm-memoryless": ("memory",),
-    "lstm": ("lstm_h", "lstm_c"),
-    "transformer": ("kv_keys", "kv_values", "kv_valid", "kv_pos"),
-    "none": ("kv_keys", "kv_values", "kv_valid", "kv_pos"),
-}
-STATE_AXES = {
-    "memory": "B, M, D",
-    "lstm_h": "B, L, Hd",
-    "lstm_c": "B, L, Hd",
-    "kv_keys": "B, L, Hh, S, Dh",
-    "kv_values": "B, L, Hh, S, Dh",
-    "kv_valid": "B, S",
-    "kv_pos": "B",
-}
 DTYPES = {torch.float32: "float32", torch.bool: "bool", torch.int64: "int64", torch.uint8: "uint8"}
 
 
@@ -149,7 +135,8 @@ class ControlStep(nn.Module):
         init = policy.init_state(1)
         self.single = isinstance(init, torch.Tensor)
         init = _as_tuple(init)
-        self.state_names = STATE_NAMES[cfg.core]
+        self.state_axes = type(policy.core).STATE  # name -> axes, declared by the core
+        self.state_names = tuple(self.state_axes)
         self.kept = tuple(i for i, s in enumerate(init) if s.numel() > 0)
         self.empty = {
             i: (tuple(s.shape[1:]), s.dtype) for i, s in enumerate(init) if s.numel() == 0
@@ -355,7 +342,7 @@ def _spec(policy: TTMPolicy, step: ControlStep, files: dict, **extra) -> dict:
     for i, (name, s) in enumerate(zip(step.state_names, init)):
         entry = {
             "name": name,
-            "axes": STATE_AXES[name],
+            "axes": step.state_axes[name],
             "shape": list(s.shape[1:]),
             "dtype": DTYPES[s.dtype],
         }

@@ -47,17 +47,17 @@ import torch
 import tyro
 from torch import nn
 
+from ttm_policy.augment import center_crop, random_crop
 from ttm_policy.baselines import (
     CausalTransformerConfig,
-    CausalTransformerCore,
     LSTMConfig,
-    LSTMCore,
 )
+from ttm_policy.cores import CORES, Core, config_fields, spec
 from ttm_policy.encoders import ConvTokenizer, LowDimTokenizer
+from ttm_policy.gru import GRUConfig
 from ttm_policy.heads import ContinuousHead, DiscreteHead, GMMHead, masked_mean
-from ttm_policy.ttm import TokenTuringMachine, TTMConfig
+from ttm_policy.ttm import TTMConfig
 
-Core = Literal["ttm", "ttm-memoryless", "lstm", "transformer", "none"]
 Head = Literal["continuous", "gmm", "discrete"]
 RANGE_EPS = 1e-6  # a stats range at or below this counts as a constant dimension
 
@@ -166,6 +166,8 @@ class PolicyConfig:
     ] = field(default_factory=CausalTransformerConfig)
     """Causal Transformer core (window K=6 as RT-1); also the per-frame net of core `none`
     (with window 1); dim and input_tokens are set from this config."""
+    gru: GRUConfig = field(default_factory=GRUConfig)
+    """GRU core; dim and input_tokens are set from this config."""
     head: Head = "continuous"
     """Action head: continuous regression, gmm (robomimic), discrete (RT-1 bins)."""
     loss: Literal["l1", "mse"] = "l1"
@@ -228,7 +230,7 @@ class PolicyConfig:
             raise ValueError(
                 f"PolicyConfig.conv_channels={self.conv_channels}: give 4 positive widths"
             )
-        _check_choice("core", self.core, Core.__args__)
+        _check_choice("core", self.core, tuple(CORES))
         _check_choice("head", self.head, Head.__args__)
         _check_choice("loss", self.loss, ("l1", "mse"))
         _check_choice("lowdim_tokens", self.lowdim_tokens, ("concat", "per_key"))
@@ -264,14 +266,14 @@ class PolicyConfig:
                 f"PolicyConfig.lowdim_dims names {extra}, which are not low-dim obs_keys "
                 f"{list(self.lowdim_keys)}"
             )
-        # The cores' shared sizes follow this config (one source of truth).
-        N = self.num_tokens
-        memoryless = self.core == "ttm-memoryless"
-        self.ttm = _synced(TTMConfig, self.ttm, dim=self.dim, input_tokens=N, memoryless=memoryless)
-        self.lstm = _synced(LSTMConfig, self.lstm, dim=self.dim, input_tokens=N)
-        self.transformer = _synced(
-            CausalTransformerConfig, self.transformer, dim=self.dim, input_tokens=N
-        )
+        # The cores' shared sizes follow this config (one source of truth), and the chosen
+        # core fixes what it fixes (ttm_policy.cores: e.g. the memory-less TTM).
+        N, chosen = self.num_tokens, spec(self.core)
+        for name, cls in config_fields().items():
+            fixed = chosen.sync if name == chosen.config_field else {}
+            setattr(
+                self, name, _synced(cls, getattr(self, name), dim=self.dim, input_tokens=N, **fixed)
+            )
 
     # ------------------------------------------------------------------ derived
 
@@ -305,7 +307,7 @@ class PolicyConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PolicyConfig:
         """Inverse of `to_dict`; unknown fields are an error naming them."""
-        nested = {"ttm": TTMConfig, "lstm": LSTMConfig, "transformer": CausalTransformerConfig}
+        nested = config_fields()
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -416,17 +418,9 @@ def _lowdim_dims_from(cfg: PolicyConfig, stats: dict[str, Any] | None) -> dict[s
 def _crop(images: torch.Tensor, size: int, random: bool) -> torch.Tensor:
     """uint8 (B, T, H, W, 3) -> (B, T, size, size, 3): random (one window per sample, the same
     for all its T steps, as robomimic's crop randomizer) or central (torchvision's rounding)."""
-    batch, _, height, width, _ = images.shape
-    if height == size and width == size:
+    if images.shape[2] == size and images.shape[3] == size:
         return images
-    if not random:
-        top, left = (height - size) // 2, (width - size) // 2
-        return images[:, :, top : top + size, left : left + size]
-    tops = torch.randint(0, height - size + 1, (batch,)).tolist()
-    lefts = torch.randint(0, width - size + 1, (batch,)).tolist()
-    return torch.stack(
-        [images[b, :, t : t + size, s : s + size] for b, (t, s) in enumerate(zip(tops, lefts))]
-    )  # (B, T, size, size, 3)
+    return random_crop(images, size) if random else center_crop(images, size)
 
 
 class TTMPolicy(nn.Module):
@@ -463,14 +457,8 @@ class TTMPolicy(nn.Module):
         self.register_buffer("token_source", torch.tensor(sources), persistent=False)  # (N,)
         self.source_embedding = nn.Parameter(torch.randn(max(sources) + 1, D) * 0.02)
 
-        if cfg.core in ("ttm", "ttm-memoryless"):
-            self.core = TokenTuringMachine(cfg.ttm)
-        elif cfg.core == "lstm":
-            self.core = LSTMCore(cfg.lstm)
-        elif cfg.core == "transformer":
-            self.core = CausalTransformerCore(cfg.transformer)
-        else:  # none: a Transformer over the step's tokens only (window 1, empty KV cache)
-            self.core = CausalTransformerCore(replace(cfg.transformer, window=1))
+        core = spec(cfg.core)  # the registry: ttm_policy.cores
+        self.core = core.make(getattr(cfg, core.config_field))
 
         R = self.core.out_tokens
         in_dim = R * D if cfg.head_input == "flatten" else D

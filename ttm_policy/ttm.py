@@ -123,6 +123,8 @@ def _make_summariser(cfg: TTMConfig, num_in: int | None, num_out: int) -> nn.Mod
 class TokenTuringMachine(nn.Module):
     """A TTM with explicit memory: `step(tokens, memory) -> (out, memory)`."""
 
+    STATE = {"memory": "B, M, D"}  # state name -> axes (ttm_policy.cores); M = 0 memory-less
+
     def __init__(self, cfg: TTMConfig):
         super().__init__()
         self.cfg = cfg

@@ -11,7 +11,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from tests.conftest import ROBOMIMIC_FIXTURE as FIXTURE
-from train.augment import ImageAugment, center_crop, random_crop, random_shift
 from train.data import (
     LIFT_OBS_KEYS,
     DataConfig,
@@ -219,56 +218,6 @@ def test_step_batch_sampler_shards_and_resumes():
     assert sorted(epoch0) == list(range(n))  # each epoch visits every index once
     resumed = iter(StepBatchSampler(n, B, rank=1, world_size=w, seed=7, start_step=5))
     assert next(resumed) == ranks[1].batch(5)
-
-
-# --------------------------------------------------------------------------- augmentation
-
-
-def _coord_images(B: int, T: int, H: int = 84, W: int = 84) -> torch.Tensor:
-    """uint8 (B, T, H, W, 3) whose pixel (b, t, i, j) is (i, j, t): a crop reveals its offset."""
-    i = torch.arange(H)[:, None].expand(H, W)
-    j = torch.arange(W)[None, :].expand(H, W)
-    x = torch.stack([i, j, torch.zeros_like(i)], -1)[None, None].repeat(
-        B, T, 1, 1, 1
-    )  # (B, T, H, W, 3)
-    x[..., 2] = torch.arange(T)[None, :, None, None]
-    return x.to(torch.uint8)
-
-
-def test_random_crop_same_over_time_and_varies_over_batch():
-    B, T, s = 16, 5, 76
-    x = _coord_images(B, T)
-    out = random_crop(x, s, generator=torch.Generator().manual_seed(0))
-    assert out.shape == (B, T, s, s, 3) and out.dtype == torch.uint8
-    top, left = out[:, :, 0, 0, 0], out[:, :, 0, 0, 1]  # (B, T)
-    assert (top == top[:, :1]).all() and (left == left[:, :1]).all()  # same crop for all T steps
-    assert len(set(top[:, 0].tolist())) > 1  # different samples, different crops
-    assert (out[..., 2] == torch.arange(T)[None, :, None, None]).all()  # time order kept
-    rows = top[:, 0, None].long() + torch.arange(s)  # (B, s): a contiguous block of rows
-    assert (out[:, 0, :, 0, 0].long() == rows).all()
-    assert random_crop(x[:, 0], s).shape == (B, s, s, 3)  # (B, H, W, 3) too
-
-
-def test_center_crop_and_eval_mode_are_deterministic():
-    x = _coord_images(2, 3)
-    out = center_crop(x, 76)
-    assert out.shape == (2, 3, 76, 76, 3) and out[0, 0, 0, 0, 0] == 4 and out[0, 0, 0, 0, 1] == 4
-    aug = ImageAugment(kind="crop", crop_size=76).eval()
-    assert torch.equal(aug(x), out) and aug.out_size(84, 84) == (76, 76)
-    assert aug.train()(x).shape == (2, 3, 76, 76, 3)
-    with pytest.raises(ValueError, match="does not fit images of 84x84"):
-        center_crop(x, 100)
-
-
-def test_random_shift_keeps_size_and_replicates_border():
-    x = _coord_images(8, 2)
-    out = random_shift(x, 4, generator=torch.Generator().manual_seed(1))
-    assert out.shape == x.shape
-    dy = out[:, :, 42, 42, 0].long() - 42  # (B, T) shift, within [-4, 4], same over time
-    assert dy.abs().max() <= 4 and (dy == dy[:, :1]).all()
-    assert out[..., 0].min() == 0 and out[..., 0].max() == 83  # clamped, never out of range
-    aug = ImageAugment(kind="shift", shift_pad=4).eval()
-    assert torch.equal(aug(x), x)
 
 
 # --------------------------------------------------------------------------- validation errors

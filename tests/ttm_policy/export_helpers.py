@@ -14,10 +14,17 @@ import gymnasium as gym
 import numpy as np
 
 import envs  # noqa: F401 - registers ttm/PointCue-v0
-from ttm_policy import CausalTransformerConfig, LSTMConfig, PolicyConfig, TTMConfig, TTMPolicy
+from ttm_policy import (
+    CausalTransformerConfig,
+    GRUConfig,
+    LSTMConfig,
+    PolicyConfig,
+    TTMConfig,
+    TTMPolicy,
+)
 from ttm_policy.export import export
 
-CORES = ["ttm", "ttm-memoryless", "lstm", "transformer", "none"]
+CORES = ["ttm", "ttm-memoryless", "lstm", "transformer", "none", "gru"]
 KEYS = ("agentview_image", "robot0_eef_pos")
 SIZE = 32  # camera side; the policy crops to 28
 STEPS = 200
@@ -66,6 +73,7 @@ def tiny_policy(core: str, stats: dict, **overrides) -> TTMPolicy:
             memory_tokens=8, read_tokens=4, layers=1, heads=4, mlp_dim=64, memory_init="learned"
         ),
         lstm=LSTMConfig(hidden=32, layers=1),
+        gru=GRUConfig(hidden=32),
         transformer=CausalTransformerConfig(layers=1, heads=4, mlp_dim=64, window=4),
         head_hidden=32,
         **overrides,

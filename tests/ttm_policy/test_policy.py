@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from train.data import DataConfig, compute_stats, load_demos, make_dataset
-from ttm_policy import CausalTransformerConfig, LSTMConfig, TTMConfig
+from ttm_policy import CausalTransformerConfig, GRUConfig, LSTMConfig, TTMConfig
 from ttm_policy.checkpoint import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -30,7 +30,7 @@ from ttm_policy.policy import PolicyConfig, Range, TTMPolicy
 KEYS = ("agentview_image", "robot0_eye_in_hand_image", "robot0_eef_pos", "robot0_gripper_qpos")
 S = 32  # image side; the policy crops to 28
 LENGTHS = (9, 12, 7)
-CORES = ["ttm", "ttm-memoryless", "lstm", "transformer", "none"]
+CORES = ["ttm", "ttm-memoryless", "lstm", "transformer", "none", "gru"]
 
 
 # --------------------------------------------------------------------------- data
@@ -117,6 +117,7 @@ def tiny(core: str = "ttm", head: str = "continuous", **kw) -> PolicyConfig:
         ttm=TTMConfig(memory_tokens=8, read_tokens=4, layers=1, heads=4, mlp_dim=64),
         lstm=LSTMConfig(hidden=48, layers=1),
         transformer=CausalTransformerConfig(window=3, layers=1, heads=4, mlp_dim=64),
+        gru=GRUConfig(hidden=48),
     )
     return PolicyConfig(core=core, head=head, **{**base, **kw})
 
@@ -461,8 +462,8 @@ def test_config_validation_and_json_round_trip():
     assert tiny("ttm-memoryless").ttm.memoryless and not tiny("ttm").ttm.memoryless
     with pytest.raises(ValueError, match="crop_size=40 > image_size=32"):
         tiny(crop_size=40)
-    with pytest.raises(ValueError, match="core='gru'"):
-        tiny("gru")
+    with pytest.raises(ValueError, match="core='mamba'"):
+        tiny("mamba")
     with pytest.raises(ValueError, match="obs_keys"):
         PolicyConfig(obs_keys=())
     with pytest.raises(ValueError, match=r"unknown PolicyConfig fields \['depth'\]"):

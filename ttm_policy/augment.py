@@ -2,17 +2,15 @@
 
 Dimension legend: B batch, T time, H, W image size, h, w crop size, C = 3 channels.
 Inputs are uint8 `(B, T, H, W, C)` or `(B, H, W, C)` (channels last, as the dataset gives
-them); outputs keep the dtype and layout. One crop / shift is drawn per sample and shared by
-all T steps of it, so a sequence stays temporally consistent (robomimic and DrQ both do this
-per frame-stack). Depends only on torch, so a policy may own it.
+them); outputs keep the dtype and layout. One crop is drawn per sample and shared by all T
+steps of it, so a sequence stays temporally consistent (as robomimic's crop randomizer).
+`TTMPolicy.encode` crops with these: `random_crop` in training, `center_crop` at inference.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 
 def _as_seq(images: Tensor) -> tuple[Tensor, bool]:
@@ -63,49 +61,3 @@ def center_crop(images: Tensor, size: int) -> Tensor:
     H, W = images.shape[-3], images.shape[-2]
     top, left = (H - size) // 2, (W - size) // 2
     return images[..., top : top + size, left : left + size, :]
-
-
-def random_shift(images: Tensor, pad: int, generator: torch.Generator | None = None) -> Tensor:
-    """DrQ random shift: replicate-pad by `pad` pixels, crop back to H x W at a random offset;
-    one shift per sample, the same for all its T steps. pad=0 is the identity."""
-    x, had_time = _as_seq(images)
-    B, _, H, W, _ = x.shape
-    top = torch.randint(-pad, pad + 1, (B,), generator=generator).to(x.device)  # (B,)
-    left = torch.randint(-pad, pad + 1, (B,), generator=generator).to(x.device)  # (B,)
-    out = _crop_at(x, top, left, H, W)  # (B, T, H, W, C)
-    return out if had_time else out[:, 0]
-
-
-class ImageAugment(nn.Module):
-    """Training: random crop (`kind="crop"`), random shift (`"shift"`) or nothing (`"none"`).
-    Eval (`.eval()`): center crop for `"crop"` (so train and eval see the same size),
-    identity otherwise. `out_size(H, W)` says what the encoder will see."""
-
-    def __init__(
-        self,
-        *,
-        kind: Literal["crop", "shift", "none"] = "crop",
-        crop_size: int = 76,
-        shift_pad: int = 4,
-    ) -> None:
-        super().__init__()
-        if kind not in ("crop", "shift", "none"):
-            raise ValueError(f"ImageAugment kind={kind!r}: use 'crop', 'shift' or 'none'")
-        self.kind, self.crop_size, self.shift_pad = kind, crop_size, shift_pad
-
-    def out_size(self, H: int, W: int) -> tuple[int, int]:
-        return (self.crop_size, self.crop_size) if self.kind == "crop" else (H, W)
-
-    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        if self.kind == "crop":
-            return (
-                random_crop(images, self.crop_size, generator)
-                if self.training
-                else center_crop(images, self.crop_size)
-            )
-        if self.kind == "shift" and self.training:
-            return random_shift(images, self.shift_pad, generator)
-        return images
-
-    def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, crop_size={self.crop_size}, shift_pad={self.shift_pad}"
