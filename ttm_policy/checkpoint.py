@@ -5,8 +5,9 @@
     model.safetensors  every parameter and persistent buffer, the normalisation statistics
                        (`normalizer.obs.<key>.min|max`, `normalizer.action.min|max`) included
 
-`load_pretrained` rebuilds the policy from these two files alone (no dataset, no train/);
-nothing is pickled. Writes are atomic: the files go into a temporary sibling directory that
+`TTMPolicy.from_pretrained` rebuilds the policy from these two files alone (no dataset, no
+train/), with `load_config`, `load_weights` and `check_weights` here; nothing is pickled. This
+module does not import the policy (the policy imports it). Writes are atomic: the files go into a temporary sibling directory that
 then takes the target's place, so a reader sees the old checkpoint or the new one, never half
 of one, and never none. Replacing an existing directory is one system call on Linux
 (renameat2 with RENAME_EXCHANGE swaps the two names; the old one is deleted after); where
@@ -34,8 +35,9 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from ttm_policy.policy import PolicyConfig, TTMPolicy
+from ttm_policy.config import PolicyConfig
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -155,8 +157,9 @@ def atomic_directory(directory: str | Path) -> Iterator[Path]:
         raise
 
 
-def write_policy_files(policy: TTMPolicy, directory: str | Path) -> None:
-    """Write config.json and model.safetensors into an existing directory (not atomic)."""
+def write_policy_files(policy: nn.Module, directory: str | Path) -> None:
+    """Write config.json (`policy.cfg`) and model.safetensors (`policy.state_dict()`) into an
+    existing directory (not atomic)."""
     directory = Path(directory)
     doc = {"format_version": FORMAT_VERSION, "class": "TTMPolicy", "policy": policy.cfg.to_dict()}
     (directory / CONFIG_NAME).write_text(json.dumps(doc, indent=2) + "\n")
@@ -164,7 +167,7 @@ def write_policy_files(policy: TTMPolicy, directory: str | Path) -> None:
     save_file(tensors, directory / WEIGHTS_NAME, metadata={"format_version": str(FORMAT_VERSION)})
 
 
-def save_pretrained(policy: TTMPolicy, directory: str | Path) -> Path:
+def save_pretrained(policy: nn.Module, directory: str | Path) -> Path:
     """Atomically write `directory` with config.json and model.safetensors; returns it."""
     with atomic_directory(directory) as tmp:
         write_policy_files(policy, tmp)
@@ -199,19 +202,20 @@ def load_config(directory: str | Path) -> PolicyConfig:
         raise CheckpointError(f"{path}: invalid policy config: {e}") from e
 
 
-def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -> TTMPolicy:
-    """Rebuild a TTMPolicy (eval mode, on `device`) from config.json + model.safetensors."""
-    directory = Path(directory)
-    cfg = load_config(directory)
-    path = directory / WEIGHTS_NAME
+def load_weights(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of `directory/model.safetensors` (on the CPU)."""
+    path = Path(directory) / WEIGHTS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; a checkpoint directory holds {WEIGHTS_NAME}")
     try:
-        weights = load_file(path, device="cpu")
+        return load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-    policy = TTMPolicy(cfg)
-    expected = policy.state_dict()
+
+
+def check_weights(path: Path, weights: dict[str, torch.Tensor], expected: dict) -> None:
+    """CheckpointError naming the first missing, unexpected or misshapen tensor of `weights`
+    against `expected` (a module's state_dict)."""
     missing = [k for k in expected if k not in weights]
     unexpected = [k for k in weights if k not in expected]
     if missing or unexpected:
@@ -226,5 +230,3 @@ def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -
                 f"{path}: tensor {k!r} has shape {tuple(weights[k].shape)}, but {CONFIG_NAME} "
                 f"describes {tuple(v.shape)}"
             )
-    policy.load_state_dict(weights, strict=True)
-    return policy.to(device).eval()

@@ -72,7 +72,6 @@ from ttm_policy.checkpoint import (
     WEIGHTS_NAME,
     CheckpointError,
     atomic_directory,
-    load_pretrained,
 )
 from ttm_policy.policy import TTMPolicy, is_image_key
 from ttm_policy.runtime import (  # torch-free: the runtime reads the same spec and hashes
@@ -397,7 +396,7 @@ def export(
             f"{out}: exists and is not an export directory (no {SPEC_NAME}); it would be "
             "replaced as a whole: choose a new or empty --out"
         )
-    policy = load_pretrained(checkpoint).float().eval()
+    policy = TTMPolicy.from_pretrained(checkpoint).float().eval()
     bad = [
         n
         for n, t in policy.state_dict().items()

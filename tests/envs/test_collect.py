@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from envs.collect import Args, UsageError, collect, main
+from envs.collect import Args, UsageError, collect
 from envs.env_args import make_from_env_args
 from envs.hdf5 import demo_names, read_demo, read_env_args
 from tests.conftest import ROBOMIMIC_FIXTURE as FIXTURE
@@ -192,6 +192,28 @@ def test_bad_input_exits_with_one_clear_line(tmp_path, argv, message):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.hdf5"]
 
 
-def test_console_script_points_at_main():
+def test_console_script_writes_a_dataset(tmp_path):
+    """The installed `ttm-collect` script, run from another directory on a tiny budget,
+    writes the file and summary it reports."""
     assert 'ttm-collect = "envs.collect:main"' in (ROOT / "pyproject.toml").read_text()
-    assert callable(main)
+    script = Path(sys.executable).parent / "ttm-collect"  # made from pyproject at install
+    out = tmp_path / "cli" / "demos.hdf5"
+    args = ["--task", "PointCue", "--episodes", "2", "--seed", "3", "--valid-fraction", "0.5"]
+    res = subprocess.run(
+        [str(script), *args, "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    with h5py.File(out) as f:
+        assert demo_names(f) == ["demo_0", "demo_1"]
+        assert len(demo_names(f, "train")) == len(demo_names(f, "valid")) == 1
+        steps = int(f["data"].attrs["total"])
+        assert steps == sum(f[f"data/{n}"].attrs["num_samples"] for n in demo_names(f))
+    summary = json.loads(Path(f"{out}.summary.json").read_text())
+    assert summary["episodes_kept"] == 2 and summary["samples_kept"] == steps
+    first, second = res.stdout.strip().splitlines()
+    assert first.startswith(f"PointCue: kept 2/2 episodes (expert success 100.0%), {steps} steps")
+    assert second.startswith(f"wrote {out} (") and "1 train / 1 valid demos" in second

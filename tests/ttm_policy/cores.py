@@ -1,8 +1,10 @@
-"""Small instances of every temporal core, for the core tests."""
+"""Small instances of every temporal core, for the core tests (and test_precision)."""
 
 from ttm_policy import (
     CausalTransformerConfig,
     CausalTransformerCore,
+    GRUConfig,
+    GRUCore,
     LSTMConfig,
     LSTMCore,
     TokenTuringMachine,
@@ -26,6 +28,8 @@ def make_core(kind: str):
         )
     if kind == "lstm":
         return LSTMCore(LSTMConfig(dim=D, input_tokens=N, hidden=48, layers=2))
+    if kind == "gru":
+        return GRUCore(GRUConfig(dim=D, input_tokens=N, hidden=48))
     if kind == "transformer":
         return CausalTransformerCore(CausalTransformerConfig(input_tokens=N, window=4, **small))
     if kind == "transformer-full":
@@ -33,5 +37,5 @@ def make_core(kind: str):
     raise ValueError(kind)
 
 
-RECURRENT = ["ttm", "ttm-gated", "lstm", "transformer", "transformer-full"]
-ALL = ["ttm", "ttm-gated", "ttm-memoryless", "lstm", "transformer", "transformer-full"]
+RECURRENT = ["ttm", "ttm-gated", "lstm", "gru", "transformer", "transformer-full"]
+ALL = ["ttm", "ttm-gated", "ttm-memoryless", "lstm", "gru", "transformer", "transformer-full"]

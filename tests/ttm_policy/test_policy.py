@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from tests.ttm_policy.test_ttm_reference import Params, unroll
 from train.data import DataConfig, compute_stats, load_demos, make_dataset
 from ttm_policy import CausalTransformerConfig, GRUConfig, LSTMConfig, TTMConfig
 from ttm_policy.checkpoint import (
@@ -161,7 +162,7 @@ def test_trains(core, head, loss, batch, stats):
         loss_t.backward()
         if i == 0:
             assert {"losses/total", "metrics/action_l1_normalised"} <= set(metrics)
-            for part in (policy.cameras, policy.lowdim, policy.core, policy.head):
+            for part in (policy.net.cameras, policy.net.lowdim, policy.core, policy.head):
                 grads = [p.grad for p in part.parameters() if p.grad is not None]
                 assert grads and all(torch.isfinite(g).all() for g in grads)
                 assert any(g.abs().sum() > 0 for g in grads)
@@ -183,7 +184,7 @@ def test_aux_final_loss(demo_path, batch, stats):
     assert metrics["losses/aux_final"] > 0
     assert loss.item() == pytest.approx(base.item() + 0.5 * metrics["losses/aux_final"], rel=1e-5)
     loss.backward()
-    for part in (policy.aux_head, policy.core):
+    for part in (policy.net.aux_head, policy.core):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
 
     # the target is batch["final"]: moving it changes the auxiliary loss
@@ -273,13 +274,25 @@ def test_sampled_actions(head, demos, stats):
 
 
 @pytest.mark.parametrize("core", CORES)
-def test_streaming_equals_sequence(core, demos, stats):
-    """select_action step by step == the unrolled sequence form (`predict_chunks`)."""
-    policy = TTMPolicy(tiny(core), stats)
-    steps = episode_obs(demos, 1)
+def test_streaming_and_sequence_equal_an_independent_unroll(core, demos, stats):
+    """select_action frame by frame (numpy obs, `core.step`, state carried) and
+    `predict_chunks` (the sequence form, whose TTM loops over `step`) both equal the episode
+    computed a third way: every frame encoded at once, then the core run without `step` -- the
+    TTMs by the paper-equation reference (test_ttm_reference), the others by their sequence
+    form without a reset mask (one nn.LSTM / nn.GRU call; one causal-masked pass)."""
+    policy = TTMPolicy(tiny(core), stats).eval()
     obs, _ = demos.episode(1)
-    seq = policy.predict_chunks({k: torch.from_numpy(v)[None] for k, v in obs.items()})
-    np.testing.assert_allclose(rollout(policy, steps), seq[0, :, 0].numpy(), atol=1e-5)
+    x = {k: torch.from_numpy(v)[None] for k, v in obs.items()}  # (1, T, ...)
+    with torch.no_grad():
+        tokens = policy.encode(x, random_crop=False)  # (1, T, N, D)
+        if core.startswith("ttm"):
+            out = unroll(Params(policy.core), policy.core.cfg, tokens.double())[0].float()
+        else:
+            out, _ = policy.core(tokens)  # (1, T, R, D)
+        chunks = policy.head.predict(policy.head(policy.features(out)))  # (1, T, K, A)
+    want = policy.normalizer.action.unnormalize(chunks).clamp(-1, 1)[0, :, 0].numpy()  # (T, A)
+    np.testing.assert_allclose(rollout(policy, episode_obs(demos, 1)), want, atol=1e-5)
+    np.testing.assert_allclose(policy.predict_chunks(x)[0, :, 0].numpy(), want, atol=1e-5)
 
 
 def test_memory_is_used_and_reset(demos, stats):
@@ -541,7 +554,7 @@ def test_checkpoint_errors(stats, tmp_path):
     (mismatch / CONFIG_NAME).write_text(json.dumps(doc))
     with pytest.raises(
         CheckpointError,
-        match=r"weights do not match config.json: missing \d+ tensors, first 'core\.",
+        match=r"weights do not match config.json: missing \d+ tensors, first 'net\.core\.",
     ):
         TTMPolicy.from_pretrained(mismatch)
 
@@ -559,12 +572,12 @@ def test_atomic_overwrite(stats, tmp_path):
     b = TTMPolicy(tiny(), stats)
     save_pretrained(b, target)  # replaces the existing checkpoint
     loaded = TTMPolicy.from_pretrained(target)
-    torch.testing.assert_close(loaded.source_embedding, b.source_embedding)
+    torch.testing.assert_close(loaded.net.source_embedding, b.net.source_embedding)
     with pytest.raises(RuntimeError, match="boom"), atomic_directory(target) as tmp:
         (tmp / CONFIG_NAME).write_text("{}")
         raise RuntimeError("boom")
     torch.testing.assert_close(
-        TTMPolicy.from_pretrained(target).source_embedding, b.source_embedding
+        TTMPolicy.from_pretrained(target).net.source_embedding, b.net.source_embedding
     )
     assert sorted(os.listdir(tmp_path)) == ["last"]  # no temporary directories left
 
@@ -598,3 +611,19 @@ def test_select_action_on_point_cue():
             obs, *_ = env.step(action)
     finally:
         env.close()
+
+
+def test_checkpoints_from_before_the_network_split_load(demos, stats, tmp_path):
+    """Weights saved when the network's modules sat on the policy itself (`core.*`, no
+    `net.` prefix) load into the same policy and act the same."""
+    from safetensors.torch import load_file, save_file
+
+    policy = TTMPolicy(tiny(), stats).eval()
+    save_pretrained(policy, tmp_path / "old")
+    weights = load_file(tmp_path / "old" / WEIGHTS_NAME)
+    old = {k.removeprefix("net."): v for k, v in weights.items()}
+    assert "core.memory_init" in old or any(k.startswith("core.") for k in old)
+    save_file(old, tmp_path / "old" / WEIGHTS_NAME)
+    loaded = TTMPolicy.from_pretrained(tmp_path / "old")
+    steps = episode_obs(demos, 1)
+    np.testing.assert_array_equal(rollout(loaded, steps), rollout(policy, steps))
