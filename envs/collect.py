@@ -34,6 +34,7 @@ import tyro
 from tqdm import tqdm
 
 import envs
+from envs import gl
 from envs.hdf5 import DemoWriter
 
 
@@ -119,9 +120,9 @@ class Args:
 
 
 def env_class(task: str) -> type:
-    """The task's env class, without making an env."""
+    """The task's env class (its entry in `envs/registry.py`), without making an env."""
     try:
-        return gym.envs.registration.load_env_creator(gym.spec(envs.task_id(task)).entry_point)
+        return envs.registry.load(envs.task_spec(task).env)
     except Exception as e:  # e.g. a task module that fails to import
         raise UsageError(f"cannot load task {task}: {type(e).__name__}: {e}") from e
 
@@ -326,6 +327,7 @@ def collect(args: Args) -> dict[str, Any]:
 
 
 def main() -> None:
+    gl.setup()  # headless rendering (MUJOCO_GL=egl) unless chosen; workers inherit it
     # Ctrl-C and SIGTERM (`kill`, a job scheduler) stop the run between episodes and remove
     # the temporary file; the output name is never written.
     signal.signal(signal.SIGINT, _on_signal)

@@ -28,18 +28,24 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-from robosuite.environments.manipulation.manipulation_env import ManipulationEnv
-from robosuite.models.arenas import TableArena
-from robosuite.models.objects import BoxObject
-from robosuite.models.tasks import ManipulationTask
-from robosuite.utils.mjcf_utils import new_body, new_geom
-from robosuite.utils.observables import Observable, sensor
-from robosuite.utils.placement_samplers import SequentialCompositeSampler, UniformRandomSampler
-from robosuite.utils.transform_utils import convert_quat
+from envs import experts, gl
 
-from envs import experts
-from envs.robosuite_tasks import RobosuiteTask
+gl.setup()  # before robosuite is imported: it picks its GL backend then
+
+import numpy as np  # noqa: E402
+from robosuite.environments.manipulation.manipulation_env import ManipulationEnv  # noqa: E402
+from robosuite.models.arenas import TableArena  # noqa: E402
+from robosuite.models.objects import BoxObject  # noqa: E402
+from robosuite.models.tasks import ManipulationTask  # noqa: E402
+from robosuite.utils.mjcf_utils import new_body, new_geom  # noqa: E402
+from robosuite.utils.observables import Observable, sensor  # noqa: E402
+from robosuite.utils.placement_samplers import (  # noqa: E402
+    SequentialCompositeSampler,
+    UniformRandomSampler,
+)
+from robosuite.utils.transform_utils import convert_quat  # noqa: E402
+
+from envs.robosuite_tasks import RobosuiteTask  # noqa: E402
 
 RED = (0.8, 0.1, 0.1, 1.0)
 GREEN = (0.1, 0.8, 0.1, 1.0)
@@ -387,11 +393,9 @@ class _CuedTask(RobosuiteTask):
 
 class LiftCuedEnv(_CuedTask):
     ENV_NAME = "LiftCued"
-    EXPERT = LiftCuedExpert
     DEFAULT_HORIZON = 120
 
 
 class PlaceCuedEnv(_CuedTask):
     ENV_NAME = "PlaceCued"
-    EXPERT = PlaceCuedExpert
     DEFAULT_HORIZON = 150

@@ -15,6 +15,7 @@ import time
 import gymnasium as gym
 
 import envs
+from envs import gl
 
 
 def evaluate(
@@ -63,6 +64,7 @@ def evaluate(
 
 
 def main() -> None:
+    gl.setup()  # headless rendering (MUJOCO_GL=egl) unless chosen
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--task", required=True, choices=[t for t in envs.TASKS if t != "PointCue"])
     p.add_argument("--episodes", type=int, default=100)

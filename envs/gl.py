@@ -1,4 +1,4 @@
-"""Free MuJoCo render contexts in their own OpenGL context, whenever that happens.
+"""OpenGL for the envs: choose the backend, and free render contexts in their own GL context.
 
 A MuJoCo render context (`mjrContext`) is a set of GL object names (textures, framebuffers,
 display lists) that are small integers counted per GL context, so two contexts use the same
@@ -13,8 +13,16 @@ framebuffer/textures or its current context and returns garbage images.
 
 `free_render_context(gl_context, mjr_context)` makes the right context current, frees,
 destroys, and puts back the binding that was current before (unless it was the freed one).
-`Renderer` here (mujoco's, for PointCue) and `robosuite_tasks.RenderContext` (robosuite's) use
-it in `close()` and when the garbage collector frees them. No robosuite import here.
+`point_cue.Renderer` (mujoco's) and `robosuite_tasks.RenderContext` (robosuite's) use it in
+`close()` and when the garbage collector frees them.
+
+`setup()` chooses the GL backend: MUJOCO_GL defaults to `egl` (headless; Mesa llvmpipe on a
+CPU, the GPU where there is one) and PYOPENGL_PLATFORM follows it; values already set win.
+MuJoCo and robosuite read MUJOCO_GL once, when they are first imported (`mujoco.gl_context`,
+`robosuite.utils.binding_utils`), so the env modules call it before importing them, and the
+console scripts at the start of `main`. Importing this module imports neither (nor sets
+anything), so `setup()` can run first. Where mujoco was imported too early anyway,
+`check_mujoco_backend()` (PointCue, before its renderer) says so instead of "gladLoadGL error".
 
 `egl_device(cuda_ordinal)` says which EGL device renders next to a CUDA device, and
 `renderer_info()` what GL renderer a context really gets (`ttm-eval` records it in eval.json,
@@ -28,7 +36,28 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import mujoco
+
+def setup() -> None:
+    """Headless rendering unless the user chose: MUJOCO_GL=egl and PYOPENGL_PLATFORM=MUJOCO_GL
+    where unset. Must run before mujoco or robosuite is imported (see the module docstring)."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+def check_mujoco_backend() -> None:
+    """Raise RuntimeError, saying how to fix it, when mujoco picked another GL backend than
+    MUJOCO_GL now names: it was imported before `setup()` ran (directly, or through robosuite)
+    and would render with GLFW, which needs a display (mujoco only says "gladLoadGL error")."""
+    import mujoco
+
+    want = os.environ.get("MUJOCO_GL", "").lower()
+    got = getattr(mujoco.GLContext, "__module__", "")
+    if want in ("egl", "osmesa") and not got.startswith(f"mujoco.{want}"):
+        raise RuntimeError(
+            f"mujoco was imported before MUJOCO_GL={want} was set, and renders with {got!r}; "
+            f"set MUJOCO_GL={want} in the environment, or call envs.gl.setup() (or import the "
+            "env module) before importing mujoco or robosuite"
+        )
 
 
 def _egl():
@@ -70,18 +99,6 @@ def free_render_context(gl_context: Any, mjr_context: Any) -> None:
         EGL.eglMakeCurrent(*before)
 
 
-class Renderer(mujoco.Renderer):
-    """`mujoco.Renderer` whose `close()` (and collection) frees in its own GL context."""
-
-    def close(self) -> None:
-        gl_ctx = self.__dict__.get("_gl_context")
-        con = self.__dict__.get("_mjr_context")
-        self._gl_context = None
-        self._mjr_context = None
-        if gl_ctx is not None or con is not None:
-            free_render_context(gl_ctx, con)
-
-
 def egl_device(cuda_ordinal: int, environ: Mapping[str, str] = os.environ) -> int | None:
     """The EGL device index to render on next to CUDA device `cuda_ordinal` (torch's index).
 
@@ -109,6 +126,7 @@ def renderer_info(device: int | None = None) -> dict[str, Any]:
     (MUJOCO_GL; with EGL on `device`, else on MUJOCO_EGL_DEVICE_ID or the first device that
     initialises). The context that was current before is current again afterwards. Never
     raises: where no context can be made, `error` says why."""
+    setup()  # the backend the envs' modules choose, also where none was imported here
     backend = os.environ.get("MUJOCO_GL", "").lower() or None
     info: dict[str, Any] = {"backend": backend, "egl_device": device}
     try:
@@ -117,6 +135,8 @@ def renderer_info(device: int | None = None) -> dict[str, Any]:
         if backend == "egl":
             info.update(_egl_strings(device, GL))
         else:  # osmesa / glfw: mujoco's own context
+            import mujoco
+
             ctx = mujoco.GLContext(1, 1)
             try:
                 ctx.make_current()

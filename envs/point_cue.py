@@ -31,11 +31,13 @@ import weakref
 from importlib import metadata
 from typing import Any
 
-import gymnasium as gym
-import mujoco
-import numpy as np
+from envs import gl, registry
 
-from envs import gl
+gl.setup()  # before mujoco is imported: it picks its GL backend then
+
+import gymnasium as gym  # noqa: E402
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
 
 CAMERAS = ("agentview",)  # the cameras this env can render
 GOALS = np.array([[-0.25, 0.25], [0.25, 0.25]])  # (2, 2) goal pad centres (x, y) in metres
@@ -86,6 +88,19 @@ def _scene_xml(image_size: int) -> str:
   </actuator>
 </mujoco>
 """
+
+
+class Renderer(mujoco.Renderer):
+    """`mujoco.Renderer` whose `close()` (and collection) frees in its own GL context
+    (`envs/gl.py`): mujoco's frees in whichever context is current, e.g. a robosuite env's."""
+
+    def close(self) -> None:
+        gl_ctx = self.__dict__.get("_gl_context")
+        con = self.__dict__.get("_mjr_context")
+        self._gl_context = None
+        self._mjr_context = None
+        if gl_ctx is not None or con is not None:
+            gl.free_render_context(gl_ctx, con)
 
 
 def _package_version() -> str:
@@ -144,7 +159,7 @@ class PointCueEnv(gym.Env):
         self.data = mujoco.MjData(self.model)
         self._n_substeps = round(CONTROL_DT / PHYSICS_DT)
         self._pad_ids = [self.model.geom(f"pad{i}").id for i in range(2)]
-        self._renderer: gl.Renderer | None = None  # made on first use, then reused
+        self._renderer: Renderer | None = None  # made on first use, then reused
         self._t = 0  # env steps taken in this episode
         self._cue = 0  # index of the target pad
 
@@ -216,9 +231,10 @@ class PointCueEnv(gym.Env):
             lit = i == self._cue and self._t < self.cue_steps
             self.model.geom_rgba[gid] = CUE_RGBA if lit else PAD_RGBA
         if self._renderer is None:
-            # gl.Renderer: frees its GL objects in its own context (mujoco.Renderer frees them in
+            gl.check_mujoco_backend()
+            # Renderer: frees its GL objects in its own context (mujoco.Renderer frees them in
             # whichever is current, e.g. a robosuite env's), also when garbage-collected.
-            self._renderer = gl.Renderer(self.model, self.image_size, self.image_size)
+            self._renderer = Renderer(self.model, self.image_size, self.image_size)
             # Free the GL context before interpreter teardown unloads EGL (else noisy errors).
             atexit.register(_close_if_alive, weakref.ref(self))
         self._renderer.update_scene(self.data, camera=camera)
@@ -266,7 +282,8 @@ class PointCueEnv(gym.Env):
         }
 
     def make_expert(self, noise: float = 0.0, seed: int | None = None) -> PointCueExpert:
-        return PointCueExpert(self, noise=noise, seed=seed)
+        """The expert of the task registry's entry (`envs/registry.py`)."""
+        return registry.load(registry.task_spec("PointCue").expert)(self, noise=noise, seed=seed)
 
 
 class PointCueExpert:

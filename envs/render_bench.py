@@ -20,11 +20,15 @@ import argparse
 import json
 import time
 
-import mujoco
-import numpy as np
+from envs import gl
 
-import envs
-from envs.robosuite_tasks import DEFAULT_CAMERAS, RenderContext, RobosuiteTask
+gl.setup()  # before mujoco is imported: it picks its GL backend then
+
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+
+import envs  # noqa: E402
+from envs.robosuite_tasks import DEFAULT_CAMERAS, RenderContext, RobosuiteTask  # noqa: E402
 
 CONFIGS = {  # name: (shadowsize, offsamples, reflections)
     "robosuite default": (4096, 4, True),

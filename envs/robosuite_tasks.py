@@ -1,8 +1,8 @@
 """robosuite 1.5 tasks as gymnasium environments (Panda, OSC_POSE arm, 20 Hz).
 
 One wrapper, `RobosuiteTask`, holds a real robosuite env (composition, not inheritance) and
-turns it into the contract of `envs/base.py`. Each task is a three-line subclass naming the
-robosuite env, its scripted expert and its horizon.
+turns it into the contract of `envs/base.py`. Each task is a two-line subclass naming the
+robosuite env and its horizon; its expert and recipe are its entry in `envs/registry.py`.
 
 Observations (all float64 except images, as robosuite / robomimic store them):
     <camera>_image        uint8 (H, W, 3), upright (robosuite renders bottom-up; we flip rows)
@@ -31,6 +31,8 @@ GL contexts: several envs (and PointCue renderers) may live in one process, each
 EGL context. The wrapper makes its context current before anything renders, and every render
 context is freed inside its own GL context, leaving the caller's current (`RenderContext`,
 `envs/gl.py`), whether by `close()` or later by the garbage collector (unclosed envs).
+robosuite makes the contexts of our envs as `RenderContext`s only while our code calls it
+(`_our_render_contexts`): its class is not replaced process-wide.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-os.environ.setdefault("MUJOCO_GL", "egl")
-os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+from envs import experts, gl, registry
+
+gl.setup()  # before mujoco / robosuite are imported: they pick their GL backend then
 
 import gymnasium as gym  # noqa: E402
 import mujoco  # noqa: E402
@@ -52,8 +55,6 @@ import robosuite  # noqa: E402
 import robosuite.environments.base  # noqa: E402
 from robosuite.controllers import load_composite_controller_config  # noqa: E402
 from robosuite.utils.binding_utils import MjRenderContextOffscreen  # noqa: E402
-
-from envs import experts, gl  # noqa: E402
 
 DEFAULT_CAMERAS = ("agentview", "robot0_eye_in_hand")
 LOW_DIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
@@ -89,9 +90,19 @@ class RenderContext(MjRenderContextOffscreen):
             self.free()
 
 
-# robosuite makes its own render context (first reset, model reload) from this module global:
-# make those free themselves safely too (same class otherwise).
-robosuite.environments.base.MjRenderContextOffscreen = RenderContext
+@contextlib.contextmanager
+def _our_render_contexts():
+    """robosuite makes its render context (in its constructor, and when a model is reloaded)
+    from the module global `robosuite.environments.base.MjRenderContextOffscreen`: while our
+    code makes or reloads an env, that global is `RenderContext`, so a context that robosuite
+    makes for us frees itself safely, even one of a constructor that raised and is left to the
+    garbage collector. Put back afterwards: robosuite envs made elsewhere keep robosuite's."""
+    base = robosuite.environments.base
+    saved, base.MjRenderContextOffscreen = base.MjRenderContextOffscreen, RenderContext
+    try:
+        yield
+    finally:
+        base.MjRenderContextOffscreen = saved
 
 
 def default_controller_config() -> dict[str, Any]:
@@ -131,7 +142,8 @@ def load_model_xml(env: gym.Env, xml: str) -> None:
     ctx = task.suite.sim._render_context_offscreen
     if ctx is not None:
         ctx.free()  # robosuite drops the old sim (and context) inside: free it now, safely
-    task.suite.reset_from_xml_string(remap_asset_paths(xml))
+    with _our_render_contexts():
+        task.suite.reset_from_xml_string(remap_asset_paths(xml))
     task.suite.sim.reset()
     task.suite.sim.forward()
     task._configure_renderer()
@@ -141,11 +153,11 @@ def load_model_xml(env: gym.Env, xml: str) -> None:
 class RobosuiteTask(gym.Env):
     """A robosuite env as a gymnasium env following `envs/base.py`.
 
-    Subclasses set `ENV_NAME` (a registered robosuite env), `EXPERT` and `DEFAULT_HORIZON`.
+    Subclasses set `ENV_NAME` (a registered robosuite env, also the task's name in
+    `envs/registry.py`, which names its expert) and `DEFAULT_HORIZON`.
     """
 
     ENV_NAME: ClassVar[str] = ""
-    EXPERT: ClassVar[type | None] = None
     DEFAULT_HORIZON: ClassVar[int] = 200
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
@@ -204,7 +216,8 @@ class RobosuiteTask(gym.Env):
         )
         self.suite_kwargs = kw
         try:
-            self.suite = robosuite.make(self.ENV_NAME, **kw)
+            with _our_render_contexts():
+                self.suite = robosuite.make(self.ENV_NAME, **kw)
         except (AssertionError, ValueError) as e:
             bad = [c for c in self.cameras if f"{c}_image" in str(e)]
             if bad:  # robosuite only says "Current sensor for observable x_image is invalid"
@@ -389,47 +402,47 @@ class RobosuiteTask(gym.Env):
         }
 
     def make_expert(self, noise: float = 0.0, seed: int | None = None) -> experts.Expert:
-        if self.EXPERT is None:
-            raise NotImplementedError(f"no scripted expert for {self.ENV_NAME}")
-        return self.EXPERT(self, noise=noise, seed=seed)
+        """The expert of this task's entry in `envs/registry.py`."""
+        expert = registry.load(registry.task_spec(self.ENV_NAME).expert)
+        return expert(self, noise=noise, seed=seed)
 
 
 class LiftEnv(RobosuiteTask):
     ENV_NAME = "Lift"
-    EXPERT = experts.LiftExpert
     DEFAULT_HORIZON = 150
 
 
 class StackEnv(RobosuiteTask):
     ENV_NAME = "Stack"
-    EXPERT = experts.StackExpert
     DEFAULT_HORIZON = 250
 
 
 class PickPlaceCanEnv(RobosuiteTask):
     ENV_NAME = "PickPlaceCan"  # robosuite's PickPlace with single_object_mode=2, object "can"
-    EXPERT = experts.PickPlaceCanExpert
     DEFAULT_HORIZON = 300
 
 
 class NutAssemblySquareEnv(RobosuiteTask):
     ENV_NAME = "NutAssemblySquare"
-    EXPERT = experts.NutAssemblySquareExpert
     DEFAULT_HORIZON = 300
 
 
 class DoorEnv(RobosuiteTask):
     ENV_NAME = "Door"
-    EXPERT = experts.DoorExpert
     DEFAULT_HORIZON = 300
 
 
-def _task_classes() -> dict[str, type[RobosuiteTask]]:
-    from envs import cued_tasks  # registers the LiftCued / PlaceCued robosuite envs
-
-    classes = [LiftEnv, StackEnv, PickPlaceCanEnv, NutAssemblySquareEnv, DoorEnv]
-    classes += [cued_tasks.LiftCuedEnv, cued_tasks.PlaceCuedEnv]
-    return {c.ENV_NAME: c for c in classes}
+def robosuite_task_class(name: str) -> type[RobosuiteTask]:
+    """The env class of the registered robosuite task `name` (its robosuite env name); loading
+    it imports its module, which registers its robosuite env (e.g. the cued tasks)."""
+    spec = registry.TASKS.get(name)
+    cls = registry.load(spec.env) if spec is not None else None
+    if not (isinstance(cls, type) and issubclass(cls, RobosuiteTask)):
+        known = [
+            n for n, t in registry.TASKS.items() if issubclass(registry.load(t.env), RobosuiteTask)
+        ]
+        raise ValueError(f"env_args env_name {name!r} is not a task here; known: {sorted(known)}")
+    return cls
 
 
 def make_from_robosuite_env_args(args: dict[str, Any], **overrides: Any) -> gym.Env:
@@ -442,10 +455,7 @@ def make_from_robosuite_env_args(args: dict[str, Any], **overrides: Any) -> gym.
     kwargs. Overriding `cue_steps` or `delay_steps` without `horizon` drops the stored horizon,
     so the task's default for the new delay applies (the episode grows with the delay).
     """
-    classes = _task_classes()
-    name = args["env_name"]
-    if name not in classes:
-        raise ValueError(f"env_args env_name {name!r} is not a task here; known: {sorted(classes)}")
+    cls = robosuite_task_class(args["env_name"])
     kw = copy.deepcopy(dict(args["env_kwargs"]))
     wrapper = dict(kw.pop(WRAPPER_KEY, {}) or {})
     cams = kw.pop("camera_names", None)
@@ -464,4 +474,4 @@ def make_from_robosuite_env_args(args: dict[str, Any], **overrides: Any) -> gym.
     unknown = set(wrapper) - set(WRAPPER_ARGS)
     if unknown:
         raise ValueError(f"env_args {WRAPPER_KEY} has unknown keys {sorted(unknown)}")
-    return classes[name](**wrapper, suite_kwargs=kw)
+    return cls(**wrapper, suite_kwargs=kw)

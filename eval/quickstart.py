@@ -7,9 +7,9 @@ simulation -> export it -> write `runs/quickstart/report.md`.
 The default task is `PointCue` (cue 5 steps, delay 10): a memory task that trains and
 evaluates within minutes on 2 CPU cores. `--task LiftCued` (or PlaceCued) runs the same job on
 a robosuite memory task (cue 10 steps, delay 10, the agentview camera at 64 px plus robot and
-object poses; see `recipe`), which takes longer on CPU. Each stage is skipped when its output is already
-there (demonstrations, a finished training run, eval.json, the export), so a re-run only
-redoes what is missing; an interrupted training run resumes from its last checkpoint.
+object poses: the task's recipe in `envs/registry.py`), which takes longer on CPU. Each stage
+is skipped when its output is already there (demonstrations, a finished training run,
+eval.json, the export), so a re-run only redoes what is missing; an interrupted training run resumes from its last checkpoint.
 With a CUDA GPU the training and evaluation use it.
 """
 
@@ -52,40 +52,6 @@ class QuickstartConfig:
         default=("collect", "train", "eval", "export", "introspect", "report")
     )
     """Stages to run (in this order)."""
-
-
-POINTCUE_RECIPE = {
-    "episodes": 200,
-    "image_size": 32,
-    "cameras": None,
-    "delay_steps": None,
-    "steps": 500,
-}
-ROBOSUITE_RECIPE = {
-    "episodes": 100,
-    "image_size": 64,
-    "cameras": ("agentview",),
-    "delay_steps": None,
-    "steps": 500,
-}
-CUED_ROBOSUITE = ("LiftCued", "PlaceCued")
-
-
-def recipe(task: str) -> dict:
-    """Demonstrations, camera side, cameras, delay and training steps for `task` on 2 CPU cores.
-
-    PointCue: 200 demonstrations from its own camera at 32 px (the env's own delay, 10), 500
-    steps. robosuite tasks: 100 demonstrations, the agentview camera at 64 px (one camera
-    renders at about 32 steps/s with 2 workers here, against 9 for the default two at 84 px),
-    500 steps; LiftCued and PlaceCued with a 10-step delay after their 10-step cue, and 1500
-    steps (on LiftCued the TTM went from 14/50 at 500 steps to 28/50 at 1500, with the
-    earlier cube-coloured cue; docs/results.md has the table)."""
-    if task == "PointCue":
-        return dict(POINTCUE_RECIPE)
-    r = dict(ROBOSUITE_RECIPE)
-    if task in CUED_ROBOSUITE:
-        r["delay_steps"], r["steps"] = 10, 1500
-    return r
 
 
 def obs_keys(dataset: Path) -> tuple[str, ...]:
@@ -190,14 +156,17 @@ def runtime_latency(export_dir: Path, env_args: dict, steps: int = 300) -> dict:
 
 
 def resolved(cfg: QuickstartConfig) -> QuickstartConfig:
-    """`cfg` with the task's recipe filled in where it left a value to the recipe."""
-    r = recipe(cfg.task)
+    """`cfg` with the task's recipe (`envs/registry.py`) filled in where it left a value to the
+    recipe. Raises ValueError naming the known tasks for an unknown one."""
+    from envs import task_spec
+
+    r = task_spec(cfg.task).recipe
     return replace(
         cfg,
-        episodes=cfg.episodes or r["episodes"],
-        image_size=cfg.image_size or r["image_size"],
-        steps=cfg.steps or r["steps"],
-        delay_steps=cfg.delay_steps if cfg.delay_steps is not None else r["delay_steps"],
+        episodes=cfg.episodes or r.episodes,
+        image_size=cfg.image_size or r.image_size,
+        steps=cfg.steps or r.steps,
+        delay_steps=cfg.delay_steps if cfg.delay_steps is not None else r.delay_steps,
     )
 
 
@@ -220,9 +189,10 @@ def reproduce_command(cfg: QuickstartConfig) -> str:
 
 
 def run(cfg: QuickstartConfig) -> dict:
+    from envs import task_spec
     from envs.collect import Args, collect
 
-    cfg, r = resolved(cfg), recipe(cfg.task)
+    cfg, r = resolved(cfg), task_spec(cfg.task).recipe
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     data, train_dir, eval_dir = out / "demos.hdf5", out / "train", out / "eval"
@@ -244,7 +214,7 @@ def run(cfg: QuickstartConfig) -> dict:
                     out=data,
                     episodes=cfg.episodes,
                     workers=2,
-                    cameras=r["cameras"],
+                    cameras=r.cameras,
                     image_size=cfg.image_size,
                     seed=cfg.seed,
                     delay_steps=cfg.delay_steps,
@@ -401,6 +371,9 @@ def write_report(cfg: QuickstartConfig, files: dict, timings: dict) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from envs import gl
+
+    gl.setup()  # headless rendering (MUJOCO_GL=egl) unless chosen, before any env is made
     cfg = tyro.cli(QuickstartConfig, args=argv)
     try:
         run(cfg)

@@ -16,11 +16,12 @@ processes may each run some of the cores (`--cores`); the table lists every core
 evaluation exists. A row's demonstrations are reused only at the count they were collected
 with: another `--episodes` needs another `--out`.
 
-Demonstrations and cameras follow `eval.quickstart.recipe` (each overridable): PointCue 200
-demonstrations at 32 px; robosuite tasks 100 demonstrations from the `agentview` camera at
-64 px, with robot proprioception and object poses (on the cued tasks the object poses do not
-reveal the cue, which only the images show). `--paired-cues` records each scene once per cue
-instead (`ttm-collect --paired-cues`; docs/results.md measures it).
+Demonstrations, cameras and training steps follow the task's recipe in `envs/registry.py`
+(each overridable): PointCue 200 demonstrations at 32 px; robosuite tasks 100 demonstrations
+from the `agentview` camera at 64 px, with robot proprioception and object poses (on the cued
+tasks the object poses do not reveal the cue, which only the images show). `--paired-cues`
+records each scene once per cue instead (`ttm-collect --paired-cues`; docs/results.md
+measures it).
 """
 
 from __future__ import annotations
@@ -228,15 +229,15 @@ def run_table(
     """Run the missing cells of `task`'s rows; `delays=()` means one row without a delay.
     `paired_cues` records each scene once per cue (`ttm-collect --paired-cues`);
     `write_gate` and `aux_final_keys` change the training recipe (see `run_cell`)."""
+    from envs import task_spec
     from envs.collect import Args, collect
     from eval.compare import compare
-    from eval.quickstart import recipe
 
-    r = recipe(task)
-    episodes = episodes or r["episodes"]
-    steps = steps or r["steps"]
-    image_size = image_size or r["image_size"]
-    cameras = cameras or r["cameras"]
+    r = task_spec(task).recipe
+    episodes = episodes or r.episodes
+    steps = steps or r.steps
+    image_size = image_size or r.image_size
+    cameras = cameras or r.cameras
     unknown = [c for c in cores if c not in CORES]
     if unknown:
         raise ValueError(f"unknown cores {unknown}; known: {', '.join(CORES)}")

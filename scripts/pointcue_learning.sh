@@ -34,7 +34,7 @@ done
 import json, sys
 import h5py
 import torch
-from eval.rollout import format_result, rollout
+from envs.rollout import format_result, rollout
 from ttm_policy import TTMPolicy
 torch.set_num_threads(1)
 out, data = sys.argv[1], sys.argv[2]

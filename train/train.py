@@ -2,6 +2,11 @@
 
     seed -> data -> model -> optimiser -> (resume) -> loop [step, log, validate, save] -> save
 
+`train()` reads in that order: `setup_distributed` (device, process group, seed),
+`build_data`, `build_model` (policy, AdamW, EMA), `resume`, then per step `train_step` (public:
+one optimiser step, as the benchmarks time it), `validate`, `RolloutEval` (the rollout loop of
+`ttm-eval`, `envs.rollout`; train/ never imports eval/) and `save_checkpoint`.
+
 Output directory:
     config.json                 the resolved TrainConfig (policy config included)
     metrics.jsonl               one JSON object per logged step (`losses/...`, `charts/...`, `valid/...`)
@@ -49,13 +54,17 @@ import torch
 import tyro
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from train.data import (
     DataConfig,
     DatasetError,
+    Demos,
+    EpisodeDataset,
     StepBatchSampler,
+    WindowDataset,
     compute_stats,
     first_demo_obs_keys,
     has_split,
@@ -257,7 +266,8 @@ def check_resumable(cfg: TrainConfig, policy, ck: Path, say: bool = True) -> Non
     """Refuse a resume whose model or data differ from the checkpoint's run (naming the
     fields); print the training settings that differ, which take effect from here on. A
     larger --steps stretches the cosine schedule: the learning rate follows the new one."""
-    saved = json.loads((ck / "config.json").read_text())["policy"]
+    # Through PolicyConfig, so fields added since (defaults) do not count as differences.
+    saved = PolicyConfig.from_dict(json.loads((ck / "config.json").read_text())["policy"]).to_dict()
     now = policy.cfg.to_dict()
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if diff:
@@ -403,12 +413,30 @@ class Logger:
             self.run.finish()
 
 
-# ----------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------- setup
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run (or resume) a training run; returns a summary dict. Rank 0 writes the files."""
-    # --- distributed / device / seed
+@dataclass
+class Dist:
+    """Where this process trains: its rank among `world` processes and its device."""
+
+    world: int
+    rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 writes the files, validates and runs the rollouts."""
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        torch.distributed.barrier(
+            device_ids=[self.device.index] if self.device.type == "cuda" else None
+        )
+
+
+def setup_distributed(cfg: TrainConfig) -> Dist:
+    """Device, process group (under torchrun), threads and the per-rank torch seed."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     device = torch.device(
@@ -435,12 +463,25 @@ def train(cfg: TrainConfig) -> dict:
         raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by the {world} ranks")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    main_rank = rank == 0
-    torch.manual_seed(
-        cfg.seed + rank
-    )  # per-rank crops / dropout; data order comes from the sampler
+    # Per-rank crops / dropout; the data order comes from the sampler.
+    torch.manual_seed(cfg.seed + rank)
+    return Dist(world, rank, device)
 
-    # --- data
+
+@dataclass
+class Data:
+    """The training demos (decoded once into RAM) as a dataset, and the validation set."""
+
+    obs_keys: tuple[str, ...]
+    demos: Demos
+    dataset: WindowDataset | EpisodeDataset
+    valid_set: WindowDataset | EpisodeDataset | None
+    model_cfg: PolicyConfig  # cfg.model with obs_keys, core and image/crop size from the data
+
+
+def build_data(cfg: TrainConfig, main_rank: bool) -> Data:
+    """Read and check the training (and validation) demos; fill the model config from them.
+    Every problem with the file is one DatasetError naming the file, demo and key."""
     if not cfg.dataset.is_file():
         raise FileNotFoundError(f"--dataset {cfg.dataset}: no such file")
     obs_keys = tuple(cfg.obs_keys) if cfg.obs_keys else infer_obs_keys(cfg.dataset)
@@ -486,9 +527,15 @@ def train(cfg: TrainConfig) -> dict:
             "(write mask/valid to get one, or pass --valid-every 0)",
             file=sys.stderr,
         )
+    return Data(obs_keys, demos, dataset, valid_set, model_cfg)
 
-    # --- model, optimiser
-    policy = TTMPolicy(model_cfg, compute_stats(demos)).to(device)
+
+def build_model(
+    cfg: TrainConfig, data: Data, device: torch.device
+) -> tuple[TTMPolicy, torch.optim.Optimizer, AveragedModel | None]:
+    """The policy (normalisation stats from the training demos), AdamW with weight decay on
+    matrices only, and the EMA copy when --ema is set: (policy, opt, ema or None)."""
+    policy = TTMPolicy(data.model_cfg, compute_stats(data.demos)).to(device)
     decay = [p for n, p in policy.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in policy.named_parameters() if p.requires_grad and p.ndim < 2]
     opt = torch.optim.AdamW(
@@ -498,131 +545,186 @@ def train(cfg: TrainConfig) -> dict:
         ],
         lr=cfg.lr,
     )
-    ema = None
-    if cfg.ema:
-        ema = make_ema(policy, cfg.ema)
+    ema = make_ema(policy, cfg.ema) if cfg.ema else None
+    return policy, opt, ema
 
-    # --- resume
-    step, resumed = 0, None
-    if cfg.resume:
-        resumed = find_resume_checkpoint(cfg.out, say=main_rank)
-        if resumed is None:
-            if main_rank:
-                print(
-                    f"ttm-train: --resume: no checkpoint under {cfg.out / 'checkpoints'} yet: "
-                    "starting from step 0",
-                    file=sys.stderr,
-                )
-        else:
-            ck, state, tensors = resumed
-            check_resumable(cfg, policy, ck, say=main_rank)
-            policy.load_state_dict(tensors["train"])
-            load_optimizer(opt, tensors["optimizer"], state["optimizer"])
-            if ema is not None:
-                ema.module.load_state_dict(tensors["model"])
-                ema.n_averaged.fill_(state["ema_n_averaged"])
-            rng = tensors["rng"]
-            torch.set_rng_state(rng[f"torch.{rank}"] if f"torch.{rank}" in rng else rng["torch.0"])
-            cuda_rng = f"cuda.{rank}" if f"cuda.{rank}" in rng else "cuda.0"
-            if device.type == "cuda" and cuda_rng in rng:
-                torch.cuda.set_rng_state(rng[cuda_rng], device)
-            step = state["step"]
-            if step >= cfg.steps and (cfg.out / "summary.json").is_file():
-                if main_rank:
-                    print(f"ttm-train: {cfg.out} already finished at step {step}", file=sys.stderr)
-                return json.loads((cfg.out / "summary.json").read_text())
-    elif main_rank and cfg.out.exists() and checkpoint_steps(cfg.out):
-        raise FileExistsError(
-            f"{cfg.out} already holds checkpoints: pass --resume, or choose another --out"
-        )
 
-    model = policy
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            policy, device_ids=[device.index] if device.type == "cuda" else None
-        )
+def resume(cfg: TrainConfig, policy, opt, ema, dist: Dist) -> int:
+    """The step to start from: with --resume, load the newest readable checkpoint (weights,
+    optimiser, EMA, this rank's RNG) and return its step (0 when there is none yet); without
+    it, refuse an `out` that already holds checkpoints."""
+    if not cfg.resume:
+        if dist.main and cfg.out.exists() and checkpoint_steps(cfg.out):
+            raise FileExistsError(
+                f"{cfg.out} already holds checkpoints: pass --resume, or choose another --out"
+            )
+        return 0
+    resumed = find_resume_checkpoint(cfg.out, say=dist.main)
+    if resumed is None:
+        if dist.main:
+            print(
+                f"ttm-train: --resume: no checkpoint under {cfg.out / 'checkpoints'} yet: "
+                "starting from step 0",
+                file=sys.stderr,
+            )
+        return 0
+    ck, state, tensors = resumed
+    check_resumable(cfg, policy, ck, say=dist.main)
+    policy.load_state_dict(tensors["train"])
+    load_optimizer(opt, tensors["optimizer"], state["optimizer"])
+    if ema is not None:
+        ema.module.load_state_dict(tensors["model"])
+        ema.n_averaged.fill_(state["ema_n_averaged"])
+    rng, rank = tensors["rng"], dist.rank
+    torch.set_rng_state(rng[f"torch.{rank}"] if f"torch.{rank}" in rng else rng["torch.0"])
+    cuda_rng = f"cuda.{rank}" if f"cuda.{rank}" in rng else "cuda.0"
+    if dist.device.type == "cuda" and cuda_rng in rng:
+        torch.cuda.set_rng_state(rng[cuda_rng], dist.device)
+    return state["step"]
 
-    if main_rank:
-        cfg.out.mkdir(parents=True, exist_ok=True)
-        resolved = replace(cfg, model=policy.cfg, obs_keys=obs_keys)
-        (cfg.out / "config.json").write_text(
-            json.dumps(asdict(resolved), indent=2, default=str) + "\n"
-        )
-    logger = Logger(cfg, step, main_rank)
 
-    def save(at: int) -> None:
-        """Write checkpoints/<at>/ and checkpoints/last/, each in one rename (rank 0)."""
-        mine = {"torch": torch.get_rng_state()}
-        if device.type == "cuda":
-            mine["cuda"] = torch.cuda.get_rng_state(device).cpu()
-        states = [mine]
-        if world > 1:  # every rank's RNG, so each resumes its own stream
-            states = [None] * world
-            torch.distributed.all_gather_object(states, mine)
-        if not main_rank:
-            return
-        rng = {f"{kind}.{r}": t for r, st in enumerate(states) for kind, t in st.items()}
-        opt_tensors, opt_meta = optimizer_tensors(opt)
-        root = cfg.out / "checkpoints"
-        for name in (str(at), "last"):
-            with atomic_directory(root / name) as tmp:
-                if ema is not None:
-                    write_policy_files(ema.module, tmp)  # what users load: the EMA weights
-                    save_file(
-                        {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()},
-                        tmp / "train_model.safetensors",
-                    )
-                else:
-                    write_policy_files(policy, tmp)
-                save_file(opt_tensors, tmp / "optimizer.safetensors")
-                if demos.env_args:  # the dataset's env, so ttm-eval can re-create it
-                    (tmp / "env_args.json").write_text(json.dumps(demos.env_args, indent=2))
-                save_file(rng, tmp / "rng.safetensors")
-                state = {
-                    "step": at,
-                    "optimizer": opt_meta,
-                    "train_config": str(cfg.out / "config.json"),
-                    "train_weights": "train_model.safetensors"
-                    if ema is not None
-                    else "model.safetensors",
-                    "ema_n_averaged": int(ema.n_averaged.item()) if ema is not None else None,
-                }
-                (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2, default=str))
-        for old in checkpoint_steps(cfg.out)[: -cfg.keep_last]:
-            remove_directory(root / str(old))  # gone in one rename, never half-deleted
-        remove_leftovers(root)  # what earlier kills left behind
+# ----------------------------------------------------------------------------- step, checkpoint
 
-    @torch.no_grad()
-    def validate() -> dict:
-        policy.eval()
-        sampler = StepBatchSampler(len(valid_set), cfg.batch_size, seed=cfg.seed + 1)
-        losses = []
-        for i in range(cfg.valid_batches):
-            batch = torch.utils.data.default_collate([valid_set[j] for j in sampler.batch(i)])
-            losses.append(policy(batch)[0].item())
-        policy.train()
-        return {"valid/loss": float(np.mean(losses))}
 
-    best_path = cfg.out / "checkpoints" / "best"
-    best = (
-        json.loads((best_path / "best.json").read_text())["success_rate"]
-        if (best_path / "best.json").is_file()
-        else -1.0
+def batches(cfg: TrainConfig, data: Data, dist: Dist, step: int):
+    """An iterator over this rank's slice of every global batch from `step` on; the order is
+    a pure function of --seed and the step, so a resumed run sees what it would have."""
+    sampler = StepBatchSampler(
+        len(data.dataset),
+        cfg.batch_size // dist.world,
+        rank=dist.rank,
+        world_size=dist.world,
+        seed=cfg.seed,
+        start_step=step,
     )
+    return iter(DataLoader(data.dataset, batch_sampler=sampler, num_workers=0))
 
-    def rollout_eval(at: int) -> dict:
-        """Rollouts of the current (EMA) policy; a new best success rate saves checkpoints/best."""
-        nonlocal best
-        from eval.evaluate import run_rollouts
 
-        if not demos.env_args:
+def train_step(model, policy, opt, batch: dict, step: int, cfg: TrainConfig, ema=None) -> dict:
+    """One optimiser step on `batch`, the `step`-th of the run (0-based): learning rate from
+    the schedule, forward (bf16 autocast on CUDA), backward, gradient clip, AdamW, EMA.
+    `model` is `policy` or its DDP wrapper. Returns the policy's `losses/...`, `metrics/...`
+    and `charts/lr`, `charts/grad_norm`. A non-finite loss or gradient raises TrainingDiverged
+    before the optimiser step, so the weights stay finite."""
+    for g in opt.param_groups:
+        g["lr"] = lr_at(step, cfg)
+    device = policy.device
+    amp = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
+    with amp:
+        loss, metrics = model(batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        policy.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+    )
+    # Before the optimiser step, so the weights (and every checkpoint) stay finite. The
+    # gradient norm is computed from all-reduced gradients: every rank stops together.
+    if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+        good = checkpoint_steps(cfg.out)
+        raise TrainingDiverged(
+            f"non-finite loss ({loss.item():.4g}) or gradient norm ({grad_norm.item():.4g}) "
+            f"at step {step + 1}: stopped before the optimiser step; "
+            + (
+                f"the last good checkpoint is {cfg.out / 'checkpoints' / str(good[-1])}"
+                if good
+                else "no checkpoint was written"
+            )
+            + " (lower --lr, keep --grad-clip > 0, or check the data)"
+        )
+    opt.step()
+    if ema is not None:
+        ema.update_parameters(policy)
+    return {
+        **metrics,
+        "charts/lr": opt.param_groups[0]["lr"],
+        "charts/grad_norm": float(grad_norm),
+    }
+
+
+def save_checkpoint(cfg: TrainConfig, policy, opt, ema, dist: Dist, env_args, at: int) -> None:
+    """Write checkpoints/<at>/ and checkpoints/last/, each in one rename (rank 0; every rank
+    must call it, for the RNG gather), then drop numbered ones beyond --keep-last."""
+    mine = {"torch": torch.get_rng_state()}
+    if dist.device.type == "cuda":
+        mine["cuda"] = torch.cuda.get_rng_state(dist.device).cpu()
+    states = [mine]
+    if dist.world > 1:  # every rank's RNG, so each resumes its own stream
+        states = [None] * dist.world
+        torch.distributed.all_gather_object(states, mine)
+    if not dist.main:
+        return
+    rng = {f"{kind}.{r}": t for r, st in enumerate(states) for kind, t in st.items()}
+    opt_tensors, opt_meta = optimizer_tensors(opt)
+    root = cfg.out / "checkpoints"
+    for name in (str(at), "last"):
+        with atomic_directory(root / name) as tmp:
+            if ema is not None:
+                write_policy_files(ema.module, tmp)  # what users load: the EMA weights
+                save_file(
+                    {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()},
+                    tmp / "train_model.safetensors",
+                )
+            else:
+                write_policy_files(policy, tmp)
+            save_file(opt_tensors, tmp / "optimizer.safetensors")
+            if env_args:  # the dataset's env, so ttm-eval can re-create it
+                (tmp / "env_args.json").write_text(json.dumps(env_args, indent=2))
+            save_file(rng, tmp / "rng.safetensors")
+            state = {
+                "step": at,
+                "optimizer": opt_meta,
+                "train_config": str(cfg.out / "config.json"),
+                "train_weights": "train_model.safetensors" if ema is not None else WEIGHTS_NAME,
+                "ema_n_averaged": int(ema.n_averaged.item()) if ema is not None else None,
+            }
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2, default=str))
+    for old in checkpoint_steps(cfg.out)[: -cfg.keep_last]:
+        remove_directory(root / str(old))  # gone in one rename, never half-deleted
+    remove_leftovers(root)  # what earlier kills left behind
+
+
+@torch.no_grad()
+def validate(policy, valid_set, cfg: TrainConfig) -> dict:
+    """Mean loss over --valid-batches fixed batches of the validation demos."""
+    policy.eval()
+    sampler = StepBatchSampler(len(valid_set), cfg.batch_size, seed=cfg.seed + 1)
+    losses = []
+    for i in range(cfg.valid_batches):
+        batch = torch.utils.data.default_collate([valid_set[j] for j in sampler.batch(i)])
+        losses.append(policy(batch)[0].item())
+    policy.train()
+    return {"valid/loss": float(np.mean(losses))}
+
+
+class RolloutEval:
+    """Training-time rollouts (`envs.rollout.run_rollouts`, the loop `ttm-eval` runs) of the
+    acting (EMA) policy; a new best success rate writes checkpoints/best with best.json."""
+
+    BEST_FIELDS = ("success_rate", "successes", "episodes_run", "ci95_wilson")
+
+    def __init__(self, cfg: TrainConfig, env_args: dict | None, wandb_run=None):
+        self.cfg, self.env_args, self.wandb_run = cfg, env_args, wandb_run
+        self.best_path = cfg.out / "checkpoints" / "best"
+        best_json = self.best_path / "best.json"
+        self.best = (
+            json.loads(best_json.read_text())["success_rate"] if best_json.is_file() else -1.0
+        )
+
+    def __call__(self, acting, at: int) -> dict:
+        from envs.rollout import run_rollouts  # here: it loads the simulators
+
+        cfg = self.cfg
+        if not self.env_args:
             raise DatasetError(
                 f"{cfg.dataset}: no env_args in the file, so --eval-every cannot build the env"
             )
-        acting = ema.module if ema is not None else policy
         report = run_rollouts(
             acting,
-            demos.env_args,
+            self.env_args,
             episodes=cfg.eval_episodes,
             envs=cfg.eval_envs,
             seed=cfg.seed,
@@ -630,118 +732,121 @@ def train(cfg: TrainConfig) -> dict:
             video=cfg.eval_video,
             out=cfg.out / "rollouts" / str(at),
         )
-        policy.train()
         out = {
             "rollout/success_rate": report["success_rate"],
             "rollout/ci95_low": report["ci95_wilson"][0],
             "rollout/ci95_high": report["ci95_wilson"][1],
             "rollout/mean_length": report["mean_length"],
         }
-        if logger.run is not None and report["videos"]:
+        if self.wandb_run is not None and report["videos"]:
             import wandb
 
             out["rollout/video"] = wandb.Video(report["videos"][0], format="mp4")
-        if report["success_rate"] > best:
-            best = report["success_rate"]
-            with atomic_directory(best_path) as tmp:
+        if report["success_rate"] > self.best:
+            self.best = report["success_rate"]
+            with atomic_directory(self.best_path) as tmp:
                 write_policy_files(acting, tmp)
-                (tmp / "env_args.json").write_text(json.dumps(demos.env_args, indent=2))
-                (tmp / "best.json").write_text(
-                    json.dumps(
-                        {
-                            "step": at,
-                            **{
-                                k: report[k]
-                                for k in (
-                                    "success_rate",
-                                    "successes",
-                                    "episodes_run",
-                                    "ci95_wilson",
-                                )
-                            },
-                        },
-                        indent=2,
-                    )
-                )
+                (tmp / "env_args.json").write_text(json.dumps(self.env_args, indent=2))
+                best = {"step": at, **{k: report[k] for k in self.BEST_FIELDS}}
+                (tmp / "best.json").write_text(json.dumps(best, indent=2))
         return out
 
-    # --- loop
-    per_rank = cfg.batch_size // world
-    sampler = StepBatchSampler(
-        len(dataset), per_rank, rank=rank, world_size=world, seed=cfg.seed, start_step=step
-    )
-    loader = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=0))
-    amp = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else torch.autocast("cpu", enabled=False)
-    )
+
+def write_run_config(cfg: TrainConfig, policy, obs_keys: tuple[str, ...]) -> None:
+    """out/config.json: the resolved TrainConfig, the policy's full config included."""
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    resolved = replace(cfg, model=policy.cfg, obs_keys=obs_keys)
+    (cfg.out / "config.json").write_text(json.dumps(asdict(resolved), indent=2, default=str) + "\n")
+
+
+def throughput(samples: int, seconds: float, window: int, n_images: int) -> dict:
+    """`charts/...` rates of the samples (windows) trained on since the last log line."""
+    return {
+        "charts/samples_per_s": samples / seconds,
+        "charts/steps_per_s_time": samples * window / seconds,
+        "charts/images_per_s": samples * window * n_images / seconds,
+    }
+
+
+def write_summary(cfg, policy, dist: Dist, step, start_step, final_loss, checksums) -> dict:
+    """The run's summary (also out/summary.json, from rank 0)."""
+    summary = {
+        "world_size": dist.world,
+        "rank_param_checksums": checksums,
+        "steps": step,
+        "resumed_from": start_step,
+        "out": str(cfg.out),
+        "last_checkpoint": str(cfg.out / "checkpoints" / "last"),
+        "final_loss": final_loss,
+        "parameters": policy.num_parameters(),
+    }
+    if dist.main:
+        (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def param_checksums(policy, dist: Dist) -> list[float]:
+    """Sum of the weights, per rank: DDP keeps replicas identical, the summary shows it."""
+    mine = float(sum(p.detach().double().sum() for p in policy.parameters()))
+    if dist.world == 1:
+        return [mine]
+    checksums = [None] * dist.world
+    torch.distributed.all_gather_object(checksums, mine)
+    torch.distributed.barrier()
+    return checksums
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run (or resume) a training run; returns a summary dict. Rank 0 writes the files."""
+    dist = setup_distributed(cfg)  # device, process group, seed
+    data = build_data(cfg, dist.main)
+    policy, opt, ema = build_model(cfg, data, dist.device)
+    step = start_step = resume(cfg, policy, opt, ema, dist)
+    if step >= cfg.steps and (cfg.out / "summary.json").is_file():
+        if dist.main:
+            print(f"ttm-train: {cfg.out} already finished at step {step}", file=sys.stderr)
+        return json.loads((cfg.out / "summary.json").read_text())
+
+    model = policy
+    if dist.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            policy, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
+        )
+    if dist.main:
+        write_run_config(cfg, policy, data.obs_keys)
+    logger = Logger(cfg, step, dist.main)
+    rollouts = RolloutEval(cfg, data.demos.env_args, logger.run)
+
+    loader = batches(cfg, data, dist, step)
+    n_images = sum(is_image_key(k) for k in data.obs_keys)
     policy.train()
     bar = tqdm(
         total=cfg.steps,
         initial=step,
         desc="train",
         unit="step",
-        disable=not main_rank,
+        disable=not dist.main,
         dynamic_ncols=True,
     )
     t_last, seen, metrics = time.perf_counter(), 0, {}
-    start_step = step
     while step < cfg.steps:
         batch = next(loader)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        with amp:
-            loss, metrics = model(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            policy.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        )
-        # Before the optimiser step, so the weights (and every checkpoint) stay finite. The
-        # gradient norm is computed from all-reduced gradients: every rank stops together.
-        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-            good = checkpoint_steps(cfg.out)
-            raise TrainingDiverged(
-                f"non-finite loss ({loss.item():.4g}) or gradient norm ({grad_norm.item():.4g}) "
-                f"at step {step + 1}: stopped before the optimiser step; "
-                + (
-                    f"the last good checkpoint is {cfg.out / 'checkpoints' / str(good[-1])}"
-                    if good
-                    else "no checkpoint was written"
-                )
-                + " (lower --lr, keep --grad-clip > 0, or check the data)"
-            )
-        opt.step()
-        if ema is not None:
-            ema.update_parameters(policy)
+        metrics = train_step(model, policy, opt, batch, step, cfg, ema)
         step += 1
-        seen += per_rank * world
+        seen += cfg.batch_size
         bar.update(1)
-        extra = (
-            rollout_eval(step)
-            if cfg.eval_every and step % cfg.eval_every == 0 and main_rank
-            else {}
-        )
+        extra = {}
+        if cfg.eval_every and step % cfg.eval_every == 0 and dist.main:
+            extra = rollouts(ema.module if ema is not None else policy, step)
+            policy.train()
         if step % cfg.log_every == 0 or step == cfg.steps:
-            dt = time.perf_counter() - t_last
-            n_images = sum(is_image_key(k) for k in obs_keys)
             window = batch["actions"].shape[1]
-            metrics = {
-                **metrics,
-                "charts/lr": opt.param_groups[0]["lr"],
-                "charts/grad_norm": float(grad_norm),
-                "charts/samples_per_s": seen / dt,
-                "charts/steps_per_s_time": seen * window / dt,
-                "charts/images_per_s": seen * window * n_images / dt,
-            }
-            if (
-                valid_set is not None
-                and cfg.valid_every
-                and step % cfg.valid_every == 0
-                and main_rank
-            ):
-                metrics.update(validate())
+            metrics.update(throughput(seen, time.perf_counter() - t_last, window, n_images))
+            if data.valid_set is not None and step % cfg.valid_every == 0 and dist.main:
+                metrics.update(validate(policy, data.valid_set, cfg))
             logger.log(step, {**metrics, **extra})
             bar.set_postfix(
                 loss=f"{metrics['losses/total']:.4f}", sps=f"{metrics['charts/samples_per_s']:.1f}"
@@ -749,46 +854,32 @@ def train(cfg: TrainConfig) -> dict:
             t_last, seen = time.perf_counter(), 0
         elif extra:
             logger.log(step, extra)
-        if world > 1 and any(
-            every and step % every == 0 for every in (cfg.eval_every, cfg.valid_every)
-        ):
+        if dist.world > 1 and any(e and step % e == 0 for e in (cfg.eval_every, cfg.valid_every)):
             # Rank 0 may have run rollouts / validation above: the others wait for it here, at
             # a named point (see the timeout at init_process_group), not inside the next
             # step's gradient all-reduce. The condition is the same on every rank.
-            torch.distributed.barrier(device_ids=[device.index] if device.type == "cuda" else None)
+            dist.barrier()
         if step % cfg.save_every == 0 or step == cfg.steps:
-            save(step)
+            save_checkpoint(cfg, policy, opt, ema, dist, data.demos.env_args, step)
     bar.close()
     logger.close()
-    checksums = [float(sum(p.detach().double().sum() for p in policy.parameters()))]
-    if world > 1:  # DDP keeps replicas identical; record every rank's checksum to show it
-        checksums = [None] * world
-        torch.distributed.all_gather_object(
-            checksums, float(sum(p.detach().double().sum() for p in policy.parameters()))
-        )
-        torch.distributed.barrier()
+
+    checksums = param_checksums(policy, dist)
+    if dist.world > 1:
         # The DDP wrapper's reducer holds the process group: drop it first, so that the
         # group's Gloo threads are joined here and not during interpreter shutdown, where
         # a rank could abort ("terminate called without an active exception").
         del model
         gc.collect()
         torch.distributed.destroy_process_group()
-    summary = {
-        "world_size": world,
-        "rank_param_checksums": checksums,
-        "steps": step,
-        "resumed_from": start_step,
-        "out": str(cfg.out),
-        "last_checkpoint": str(cfg.out / "checkpoints" / "last"),
-        "final_loss": metrics.get("losses/total", last_logged_loss(cfg.out)),
-        "parameters": policy.num_parameters(),
-    }
-    if main_rank:
-        (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    final_loss = metrics.get("losses/total", last_logged_loss(cfg.out))
+    return write_summary(cfg, policy, dist, step, start_step, final_loss, checksums)
 
 
 def main(argv: list[str] | None = None) -> None:
+    from envs import gl
+
+    gl.setup()  # headless rendering (MUJOCO_GL=egl) unless chosen, before any env is made
     cfg = tyro.cli(TrainConfig, args=argv)
     try:
         summary = train(cfg)

@@ -86,8 +86,8 @@ def test_env_args_round_trip():
 
 
 def test_rollout_rebuilds_a_dataset_env_from_its_env_args():
-    """`eval.rollout.rollout` (the Python API) takes a robosuite dataset's env_args."""
-    from eval.rollout import rollout
+    """`envs.rollout.rollout` (the Python API) takes a robosuite dataset's env_args."""
+    from envs.rollout import rollout
 
     class Still:
         def reset(self):

@@ -82,7 +82,7 @@ def test_console_script_help_and_exit_code():
         # envs.collect.UsageError, raised while collecting the row's demonstrations
         (["--cameras", "frontview"], "cannot make PointCue with"),
         # ValueError of eval.results, before anything is collected
-        (["--cores", "gru"], "unknown cores ['gru']"),
+        (["--cores", "no-such-core"], "unknown cores ['no-such-core']"),
     ],
 )
 def test_results_usage_error_is_one_line_and_exit_2(tmp_path, args, message):

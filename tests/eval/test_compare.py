@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from envs.rollout import wilson
 from eval.bench import main
-from eval.rollout import wilson
 
 
 def fake_eval(path, env, core, k, n, overrides=None):

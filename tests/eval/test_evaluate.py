@@ -12,8 +12,8 @@ import imageio.v2 as imageio
 import pytest
 
 from envs.collect import Args, collect
+from envs.rollout import episode_seed
 from eval.evaluate import EvalConfig, EvalError, evaluate
-from eval.rollout import episode_seed
 from train.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 
 from envs.collect import Args, collect
+from envs.rollout import format_result, rollout, wilson
 from eval.quickstart import QuickstartConfig
 from eval.quickstart import train_config as quickstart_train_config
-from eval.rollout import format_result, rollout, wilson
 from train.train import TrainConfig, train
 from ttm_policy.policy import TTMPolicy
 

@@ -27,12 +27,10 @@ from torch.nn.parallel import DistributedDataParallel
 from train.data import DataConfig, StepBatchSampler, compute_stats, load_demos, make_dataset
 from train.train import infer_obs_keys
 from ttm_policy import PolicyConfig, TTMPolicy
-from ttm_policy.policy import Core
+from ttm_policy.cores import CORES
 
 SUMMARISERS = ("tl-mha", "add-erase", "linear", "pool")  # "tl" is the default `ttm`
-CONFIGS = {core: (core, None) for core in Core.__args__} | {
-    f"ttm/{s}": ("ttm", s) for s in SUMMARISERS
-}
+CONFIGS = {core: (core, None) for core in CORES} | {f"ttm/{s}": ("ttm", s) for s in SUMMARISERS}
 STEPS, WINDOW, PER_RANK = 2, 4, 2
 
 

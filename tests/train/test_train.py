@@ -270,9 +270,10 @@ def test_ddp_trains_every_core_and_summariser(demos, tmp_path):
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     results = json.loads(out.read_text())
+    from ttm_policy.cores import CORES  # every registered core, a new one included
+
     assert sorted(results) == sorted(
-        ["ttm", "ttm-memoryless", "lstm", "transformer", "none"]
-        + [f"ttm/{s}" for s in ("tl-mha", "add-erase", "linear", "pool")]
+        list(CORES) + [f"ttm/{s}" for s in ("tl-mha", "add-erase", "linear", "pool")]
     )
     errors = {k: v["error"] for k, v in results.items() if "error" in v}
     assert not errors, f"{sorted(errors)}: {next(iter(errors.values()), '')[:200]}"
@@ -334,8 +335,8 @@ def test_ema_averages_floats_and_copies_integer_buffers():
     for k in keys:
         stats |= {f"obs/{k}/min": [0.0, 0.0], f"obs/{k}/max": [1.0, 1.0]}
     policy = TTMPolicy(cfg, stats)
-    assert policy.token_source.tolist() == [0, 1, 2, 3]
-    decay, p = 0.9995, policy.source_embedding
+    assert policy.net.token_source.tolist() == [0, 1, 2, 3]
+    decay, p = 0.9995, policy.net.source_embedding
     ema = make_ema(policy, decay)
     expected = None  # the first update copies, the later ones average
     for _ in range(200):
@@ -345,9 +346,11 @@ def test_ema_averages_floats_and_copies_integer_buffers():
         ema.update_parameters(policy)
         now = p.detach().double()
         expected = now.clone() if expected is None else decay * expected + (1 - decay) * now
-    assert torch.equal(ema.module.token_source, policy.token_source)
-    torch.testing.assert_close(ema.module.source_embedding.double(), expected, atol=1e-6, rtol=0)
-    assert not torch.allclose(ema.module.source_embedding, p, atol=1e-3)  # averaged, not copied
+    assert torch.equal(ema.module.net.token_source, policy.net.token_source)
+    torch.testing.assert_close(
+        ema.module.net.source_embedding.double(), expected, atol=1e-6, rtol=0
+    )
+    assert not torch.allclose(ema.module.net.source_embedding, p, atol=1e-3)  # averaged, not copied
 
 
 def test_rollouts_during_training_keep_a_best_checkpoint(demos, tmp_path):
@@ -370,8 +373,29 @@ def test_rollouts_during_training_keep_a_best_checkpoint(demos, tmp_path):
     lines = [json.loads(x) for x in (cfg.out / "metrics.jsonl").read_text().splitlines()]
     rollouts = [x for x in lines if "rollout/success_rate" in x]
     assert [x["step"] for x in rollouts] == [2, 4]
-    assert all(0 <= x["rollout/success_rate"] <= 1 for x in rollouts)
     best = json.loads((cfg.out / "checkpoints" / "best" / "best.json").read_text())
+    # The logged rate is successes / episodes of the per-episode records: `ttm-eval` of the
+    # best checkpoint, same seed and env kwargs, replays the rollouts logged at its step, and
+    # the best step is the first with the highest logged rate.
+    from eval.evaluate import EvalConfig, evaluate
+
+    report = evaluate(
+        EvalConfig(
+            checkpoint=cfg.out / "checkpoints" / "best",
+            episodes=2,
+            seed=cfg.seed,
+            env_kwargs=cfg.eval_env_kwargs,
+            out=tmp_path / "replay",
+        )
+    )
+    records = report["per_episode"]
+    logged = next(x for x in rollouts if x["step"] == best["step"])
+    assert logged["rollout/success_rate"] == sum(r["success"] for r in records) / len(records)
+    assert logged["rollout/mean_length"] == np.mean([r["length"] for r in records])
+    assert best["successes"] == sum(r["success"] for r in records)
+    assert best["success_rate"] == logged["rollout/success_rate"]
+    rates = [x["rollout/success_rate"] for x in rollouts]
+    assert best["step"] == rollouts[rates.index(max(rates))]["step"]
     assert best["step"] in (2, 4) and best["episodes_run"] == 2
     TTMPolicy.from_pretrained(cfg.out / "checkpoints" / "best")
     assert (cfg.out / "rollouts" / "2" / "video_0.mp4").stat().st_size > 0

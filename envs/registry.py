@@ -1,0 +1,135 @@
+"""The one task registry: short name -> `TaskSpec` (env class, scripted expert, recipe defaults).
+
+Adding a task is one module (its env class following `envs/base.py`, and its expert) plus one
+entry in `TASKS` below. Everything else reads this dict: `import envs` registers the gymnasium
+id `ttm/<name>-v0` of every entry, `env.unwrapped.make_expert()` builds the entry's expert,
+`envs.env_args` re-creates a robosuite task from the entry of its `env_name`, and the
+quickstart and the results table take the entry's recipe defaults.
+
+Classes are named by "module:attribute" strings, as gymnasium entry points are, so that reading
+the registry imports neither robosuite nor MuJoCo (vector-env workers import `envs` first).
+A robosuite task's name is its robosuite env name (`env_args["env_name"]`, the env class's
+`ENV_NAME`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Defaults for collecting, training and evaluating a task on 2 CPU cores (each can be
+    overridden on the command line of the quickstart and the results table)."""
+
+    episodes: int = 100
+    """Expert demonstrations to collect."""
+    image_size: int = 64
+    """Camera side in pixels (one agentview camera at 64 px renders at ~32 steps/s with 2
+    workers here, against 9 for robosuite's default two at 84 px)."""
+    cameras: tuple[str, ...] | None = ("agentview",)
+    """Cameras to record; None: the env's own choice."""
+    delay_steps: int | None = None
+    """Memory tasks: held-still steps between the cue and the decision; None: the env's own."""
+    steps: int = 500
+    """Training steps."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: where its env and expert live, whether it is a memory task, its recipe."""
+
+    env: str
+    """The gymnasium env class as "module:Class" (the contract of `envs/base.py`)."""
+    expert: str
+    """Its scripted expert class as "module:Class", made as `Class(env, noise=, seed=)`."""
+    cued: bool = False
+    """A memory task: a class attribute `cues`, `reset(options={"cue": i})`, `delay_steps`."""
+    recipe: Recipe = field(default_factory=Recipe)
+    """Collection and training defaults of the quickstart and the results table."""
+
+
+_ROBOSUITE = Recipe()  # 100 demonstrations, agentview at 64 px, 500 steps
+# The cued robosuite tasks: a 10-step delay after their 10-step cue, and 1500 steps (on
+# LiftCued the TTM went from 14/50 at 500 steps to 28/50 at 1500 with the earlier
+# cube-coloured cue; docs/results.md has the table).
+_CUED_ROBOSUITE = Recipe(delay_steps=10, steps=1500)
+
+# Short task name -> spec. Ids are `ttm/<name>-v0`.
+TASKS: dict[str, TaskSpec] = {
+    "Lift": TaskSpec(
+        env="envs.robosuite_tasks:LiftEnv",
+        expert="envs.experts:LiftExpert",
+        recipe=_ROBOSUITE,
+    ),
+    "Stack": TaskSpec(
+        env="envs.robosuite_tasks:StackEnv",
+        expert="envs.experts:StackExpert",
+        recipe=_ROBOSUITE,
+    ),
+    "PickPlaceCan": TaskSpec(
+        env="envs.robosuite_tasks:PickPlaceCanEnv",
+        expert="envs.experts:PickPlaceCanExpert",
+        recipe=_ROBOSUITE,
+    ),
+    "NutAssemblySquare": TaskSpec(
+        env="envs.robosuite_tasks:NutAssemblySquareEnv",
+        expert="envs.experts:NutAssemblySquareExpert",
+        recipe=_ROBOSUITE,
+    ),
+    "Door": TaskSpec(
+        env="envs.robosuite_tasks:DoorEnv",
+        expert="envs.experts:DoorExpert",
+        recipe=_ROBOSUITE,
+    ),
+    "LiftCued": TaskSpec(
+        env="envs.cued_tasks:LiftCuedEnv",
+        expert="envs.cued_tasks:LiftCuedExpert",
+        cued=True,
+        recipe=_CUED_ROBOSUITE,
+    ),
+    "PlaceCued": TaskSpec(
+        env="envs.cued_tasks:PlaceCuedEnv",
+        expert="envs.cued_tasks:PlaceCuedExpert",
+        cued=True,
+        recipe=_CUED_ROBOSUITE,
+    ),
+    # Plain MuJoCo, the CPU-friendly memory task: 200 demonstrations from its own camera at
+    # 32 px with the env's own delay (10).
+    "PointCue": TaskSpec(
+        env="envs.point_cue:PointCueEnv",
+        expert="envs.point_cue:PointCueExpert",
+        cued=True,
+        recipe=Recipe(episodes=200, image_size=32, cameras=None),
+    ),
+}
+
+
+def task_id(task: str) -> str:
+    """`Lift` -> `ttm/Lift-v0`; raises ValueError naming the known tasks."""
+    task_spec(task)
+    return f"ttm/{task}-v0"
+
+
+def task_spec(task: str) -> TaskSpec:
+    """The entry of `task`; raises ValueError naming the known tasks."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
+    return TASKS[task]
+
+
+def load(entry: str) -> Any:
+    """The attribute an entry "module:attribute" names (imports the module)."""
+    module, _, attr = entry.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def register_gym_ids() -> None:
+    """Register `ttm/<name>-v0` with gymnasium for every task (idempotent)."""
+    import gymnasium as gym
+
+    for name, spec in TASKS.items():
+        if f"ttm/{name}-v0" not in gym.registry:
+            gym.register(id=f"ttm/{name}-v0", entry_point=spec.env, disable_env_checker=True)

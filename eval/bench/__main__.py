@@ -1,0 +1,5 @@
+"""`python -m eval.bench`, as the `ttm-bench` console script."""
+
+from eval.bench import main
+
+main()

@@ -1,0 +1,60 @@
+"""The one rollout loop (`envs.rollout.run_episodes`): episode i has the same seed and the same
+outcome however many envs run it, and the policy is reset exactly where episodes start."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from envs.point_cue import CONTROL_DT, GOALS, MAX_SPEED
+from envs.rollout import episode_seed, make_env, rollout, run_episodes
+
+KWARGS = {"render_images": False}
+
+
+class GoToPad0:
+    """E envs at once: drives every point to pad 0 (success on cue 0, a wrong choice on cue 1);
+    records every reset mask."""
+
+    def __init__(self):
+        self.resets: list = []
+
+    def reset(self, mask=None):
+        self.resets.append(None if mask is None else np.asarray(mask).tolist())
+
+    def select_action(self, obs):
+        v = 0.8 * (GOALS[0] - obs["robot0_eef_pos"][:, :2]) / (MAX_SPEED * CONTROL_DT)  # (E, 2)
+        v = v / np.maximum(1.0, np.linalg.norm(v, axis=1, keepdims=True))
+        return np.concatenate([v, np.zeros((len(v), 5))], axis=1)  # (E, 7)
+
+
+class OneEnv:
+    """The same driver for `rollout`'s one observation at a time."""
+
+    def __init__(self):
+        self.batched = GoToPad0()
+
+    def reset(self):
+        self.batched.reset()
+
+    def select_action(self, obs):
+        return self.batched.select_action({k: v[None] for k, v in obs.items()})[0]
+
+
+def test_two_envs_give_the_one_env_episodes():
+    one = rollout(OneEnv(), "PointCue", 5, seed=2, env_kwargs=KWARGS)
+    policy = GoToPad0()
+    fns = [functools.partial(make_env, "PointCue", KWARGS)] * 2
+    two = run_episodes(policy, fns, episodes=5, seed=2, progress=False)
+    eps = two["per_episode"]
+    assert [e["episode"] for e in eps] == list(range(5))
+    assert [e["seed"] for e in eps] == [episode_seed(2, i) for i in range(5)]
+    assert {e["outcome"] for e in eps} == {"success", "failure"}  # both cues among these seeds
+    assert [{k: v for k, v in e.items() if k != "episode"} for e in eps] == one["episodes"]
+    # One reset of all envs, then resets of the envs that finished (5 episodes in 2 slots:
+    # episodes 2, 3, 4 start in a slot whose episode ended); dummy steps are not counted.
+    assert policy.resets[0] is None
+    masks = policy.resets[1:]
+    assert all(len(m) == 2 and any(m) for m in masks) and sum(map(sum, masks)) >= 3
+    assert two["env_steps"] == sum(e["length"] for e in eps)
