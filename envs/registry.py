@@ -58,53 +58,20 @@ _ROBOSUITE = Recipe()  # 100 demonstrations, agentview at 64 px, 500 steps
 _CUED_ROBOSUITE = Recipe(delay_steps=10, steps=1500)
 
 # Short task name -> spec. Ids are `ttm/<name>-v0`.
+_RS, _CUED = "envs.robosuite_tasks", "envs.cued_tasks"
 TASKS: dict[str, TaskSpec] = {
-    "Lift": TaskSpec(
-        env="envs.robosuite_tasks:LiftEnv",
-        expert="envs.experts:LiftExpert",
-        recipe=_ROBOSUITE,
-    ),
-    "Stack": TaskSpec(
-        env="envs.robosuite_tasks:StackEnv",
-        expert="envs.experts:StackExpert",
-        recipe=_ROBOSUITE,
-    ),
-    "PickPlaceCan": TaskSpec(
-        env="envs.robosuite_tasks:PickPlaceCanEnv",
-        expert="envs.experts:PickPlaceCanExpert",
-        recipe=_ROBOSUITE,
-    ),
-    "NutAssemblySquare": TaskSpec(
-        env="envs.robosuite_tasks:NutAssemblySquareEnv",
-        expert="envs.experts:NutAssemblySquareExpert",
-        recipe=_ROBOSUITE,
-    ),
-    "Door": TaskSpec(
-        env="envs.robosuite_tasks:DoorEnv",
-        expert="envs.experts:DoorExpert",
-        recipe=_ROBOSUITE,
-    ),
-    "LiftCued": TaskSpec(
-        env="envs.cued_tasks:LiftCuedEnv",
-        expert="envs.cued_tasks:LiftCuedExpert",
-        cued=True,
-        recipe=_CUED_ROBOSUITE,
-    ),
-    "PlaceCued": TaskSpec(
-        env="envs.cued_tasks:PlaceCuedEnv",
-        expert="envs.cued_tasks:PlaceCuedExpert",
-        cued=True,
-        recipe=_CUED_ROBOSUITE,
-    ),
+    "Lift": TaskSpec(f"{_RS}:LiftEnv", "envs.experts:LiftExpert", recipe=_ROBOSUITE),
+    "Stack": TaskSpec(f"{_RS}:StackEnv", "envs.experts:StackExpert", recipe=_ROBOSUITE),
+    "PickPlaceCan": TaskSpec(f"{_RS}:PickPlaceCanEnv", "envs.experts:PickPlaceCanExpert", recipe=_ROBOSUITE),
+    "NutAssemblySquare": TaskSpec(f"{_RS}:NutAssemblySquareEnv", "envs.experts:NutAssemblySquareExpert", recipe=_ROBOSUITE),
+    "Door": TaskSpec(f"{_RS}:DoorEnv", "envs.experts:DoorExpert", recipe=_ROBOSUITE),
+    "LiftCued": TaskSpec(f"{_CUED}:LiftCuedEnv", f"{_CUED}:LiftCuedExpert", cued=True, recipe=_CUED_ROBOSUITE),
+    "PlaceCued": TaskSpec(f"{_CUED}:PlaceCuedEnv", f"{_CUED}:PlaceCuedExpert", cued=True, recipe=_CUED_ROBOSUITE),
     # Plain MuJoCo, the CPU-friendly memory task: 200 demonstrations from its own camera at
     # 32 px with the env's own delay (10).
-    "PointCue": TaskSpec(
-        env="envs.point_cue:PointCueEnv",
-        expert="envs.point_cue:PointCueExpert",
-        cued=True,
-        recipe=Recipe(episodes=200, image_size=32, cameras=None),
-    ),
-}
+    "PointCue": TaskSpec("envs.point_cue:PointCueEnv", "envs.point_cue:PointCueExpert", cued=True,
+                         recipe=Recipe(episodes=200, image_size=32, cameras=None)),
+}  # fmt: skip
 
 
 def task_id(task: str) -> str:

@@ -97,13 +97,6 @@ class DataConfig:
     action_horizon: int = 0
     """K > 0: `actions` becomes (T, K, A), the K actions from each step on (action chunking),
     with `action_mask` (T, K). 0: one action per step, `actions` (T, A)."""
-    augment: Literal["crop", "shift", "none"] = "crop"
-    """Image augmentation in training (see train/augment.py): random crop to `crop_size`
-    (robomimic), DrQ random shift by `shift_pad` pixels, or none."""
-    crop_size: int = 76
-    """Side of the random / center crop (robomimic crops 84 -> 76)."""
-    shift_pad: int = 4
-    """Pixels of replicate padding for `augment="shift"` (DrQ uses 4 for 84x84)."""
 
     def __post_init__(self) -> None:
         if not self.path:
@@ -128,14 +121,6 @@ class DataConfig:
             raise ValueError(
                 f"DataConfig.action_horizon={self.action_horizon}: use 0 (no chunks) or K >= 1"
             )
-        if self.augment not in ("crop", "shift", "none"):
-            raise ValueError(f"DataConfig.augment={self.augment!r}: use 'crop', 'shift' or 'none'")
-        if self.crop_size < 1:
-            raise ValueError(
-                f"DataConfig.crop_size={self.crop_size}: must be >= 1 (and <= the image side)"
-            )
-        if self.shift_pad < 0:
-            raise ValueError(f"DataConfig.shift_pad={self.shift_pad}: must be >= 0")
 
 
 # --------------------------------------------------------------------------- loading
@@ -632,14 +617,8 @@ class EpisodeDataset(_DemoSamples):
 
 def make_dataset(cfg: DataConfig, demos: Demos | None = None) -> WindowDataset | EpisodeDataset:
     """The dataset `cfg` describes (loading `cfg.path` / `cfg.split` unless `demos` is given).
-    Checks that `cfg.crop_size` fits every image key."""
+    Images stay whole: the policy crops them (ttm_policy/augment.py)."""
     demos = demos if demos is not None else load_demos(cfg.path, cfg.obs_keys, cfg.split)
-    if cfg.augment == "crop":
-        for k, s in demos.obs_shapes.items():
-            if is_image_key(k) and cfg.crop_size > min(s[0], s[1]):
-                raise DatasetError(
-                    f"{_where(demos.path, None, k)}: crop_size={cfg.crop_size} exceeds the {s[0]}x{s[1]} images; lower crop_size"
-                )
     if cfg.mode == "episode":
         return EpisodeDataset(demos, action_horizon=cfg.action_horizon)
     return WindowDataset(

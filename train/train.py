@@ -511,7 +511,6 @@ def build_data(cfg: TrainConfig, main_rank: bool) -> Data:
         window=cfg.window,
         pad_end=cfg.pad_end,
         action_horizon=horizon if horizon > 1 else 0,
-        augment="none",
     )
     dataset = make_dataset(data_cfg, demos)
     # The validation demos are read and checked now, like the training ones: a broken

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ttm_policy.processing import mlp
-from ttm_policy.state import detach, where_reset
+from ttm_policy.state import unroll, where_reset
 
 
 def _check_tokens(tokens: torch.Tensor, n: int, d: int, seq: bool) -> None:
@@ -116,15 +116,7 @@ class LSTMCore(nn.Module):
         self._check_state(state, B)
         if reset is None and not bptt:
             return self._run(tokens, state)  # one cuDNN/MKL call over the whole sequence
-        outs = []
-        for t in range(T):
-            if reset is not None:
-                state = self.reset_memory(state, reset[:, t])
-            if bptt and t > 0 and t % bptt == 0:
-                state = detach(state)
-            out, state = self._run(tokens[:, t : t + 1], state)
-            outs.append(out)
-        return torch.cat(outs, dim=1), state
+        return unroll(self.step, tokens, state, self.reset_memory, reset, bptt)
 
 
 # ----------------------------------------------------------------------------- Transformer

@@ -68,6 +68,12 @@ class _LSTMFlags(LSTMConfig):
 
 
 @dataclass
+class _GRUFlags(GRUConfig):
+    dim: tyro.conf.Suppress[int] = 128
+    input_tokens: tyro.conf.Suppress[int] = 8
+
+
+@dataclass
 class _TransformerFlags(CausalTransformerConfig):
     dim: tyro.conf.Suppress[int] = 128
     input_tokens: tyro.conf.Suppress[int] = 8
@@ -126,7 +132,9 @@ class PolicyConfig:
     ] = field(default_factory=CausalTransformerConfig)
     """Causal Transformer core (window K=6 as RT-1); also the per-frame net of core `none`
     (with window 1); dim and input_tokens are set from this config."""
-    gru: GRUConfig = field(default_factory=GRUConfig)
+    gru: Annotated[GRUConfig, tyro.conf.arg(constructor=_GRUFlags)] = field(
+        default_factory=GRUConfig
+    )
     """GRU core; dim and input_tokens are set from this config."""
     head: Head = "continuous"
     """Action head: continuous regression, gmm (robomimic), discrete (RT-1 bins)."""

@@ -10,32 +10,26 @@ It has the interface every temporal core has (see `ttm_policy.cores`): `init_mem
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ttm_policy.state import detach, where_reset
+from ttm_policy.baselines import LSTMConfig
+from ttm_policy.state import unroll, where_reset
 
 
 @dataclass
-class GRUConfig:
-    dim: int = 128
-    """D: token width in and out (set from PolicyConfig.dim)."""
-    input_tokens: int = 8
-    """N: tokens per step, flattened into one vector (set from PolicyConfig)."""
+class GRUConfig(LSTMConfig):
+    """The LSTM's settings (dim, input_tokens, hidden, layers) with a lighter default."""
+
     hidden: int = 256
-    """GRU width."""
     layers: int = 1
-    """GRU depth."""
 
     def __post_init__(self) -> None:
         for name in ("dim", "input_tokens", "hidden", "layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"GRUConfig.{name}={getattr(self, name)}: must be >= 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class GRUCore(nn.Module):
@@ -92,12 +86,4 @@ class GRUCore(nn.Module):
         self._check(tokens, state, seq=True)
         if reset is None and not bptt:
             return self._run(tokens, state)  # one call over the whole sequence
-        outs = []
-        for t in range(T):
-            if reset is not None:
-                state = self.reset_memory(state, reset[:, t])
-            if bptt and t > 0 and t % bptt == 0:
-                state = detach(state)
-            out, state = self._run(tokens[:, t : t + 1], state)
-            outs.append(out)
-        return torch.cat(outs, dim=1), state
+        return unroll(self.step, tokens, state, self.reset_memory, reset, bptt)

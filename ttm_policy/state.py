@@ -7,6 +7,8 @@ reset single envs, the trainer truncate gradients, and the exporter make it a gr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 State = torch.Tensor | tuple[torch.Tensor, ...]
@@ -31,3 +33,26 @@ def num_bytes(state: State) -> int:
     if isinstance(state, torch.Tensor):
         return state.numel() * state.element_size()
     return sum(num_bytes(s) for s in state)
+
+
+def unroll(
+    step: Callable[[torch.Tensor, State], tuple[torch.Tensor, State]],
+    tokens: torch.Tensor,
+    state: State,
+    reset_memory: Callable[[State, torch.Tensor], State],
+    reset: torch.Tensor | None = None,
+    bptt: int | None = None,
+) -> tuple[torch.Tensor, State]:
+    """The sequence form of a core, step by step: tokens (B, T, ...) -> (outs (B, T, ...),
+    state), with `step(tokens[:, t], state) -> (out, state)`; the state is reset where
+    reset (B, T) is True (an episode starts at that step) and gradients are cut every `bptt`
+    steps (truncated back-propagation through time)."""
+    outs = []
+    for t in range(tokens.shape[1]):
+        if reset is not None:
+            state = reset_memory(state, reset[:, t])
+        if bptt and t > 0 and t % bptt == 0:
+            state = detach(state)
+        out, state = step(tokens[:, t], state)
+        outs.append(out)
+    return torch.stack(outs, dim=1), state

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ttm_policy.processing import MixerUnit, MLPUnit, TransformerUnit
-from ttm_policy.state import detach, where_reset
+from ttm_policy.state import unroll, where_reset
 from ttm_policy.summarisers import (
     AddEraseWrite,
     GatedWrite,
@@ -292,12 +292,4 @@ class TokenTuringMachine(nn.Module):
         memory = self.init_memory(B, tokens.device) if memory is None else memory
         if reset is not None and tuple(reset.shape) != (B, T):
             raise ValueError(f"reset must have shape (B, T) = {(B, T)}, got {tuple(reset.shape)}")
-        outs = []
-        for t in range(T):
-            if reset is not None:
-                memory = self.reset_memory(memory, reset[:, t])
-            if bptt and t > 0 and t % bptt == 0:
-                memory = detach(memory)
-            out, memory = self.step(tokens[:, t], memory)
-            outs.append(out)
-        return torch.stack(outs, dim=1), memory  # (B, T, R, D), (B, M, D)
+        return unroll(self.step, tokens, memory, self.reset_memory, reset, bptt)  # (B, T, R, D)

@@ -52,7 +52,7 @@ class TrainThroughput:
         keys = infer_obs_keys(self.dataset)
         demos = load_demos(str(self.dataset), keys, "all")
         data = make_dataset(
-            DataConfig(path=str(self.dataset), obs_keys=keys, window=self.window, augment="none"),
+            DataConfig(path=str(self.dataset), obs_keys=keys, window=self.window),
             demos,
         )
         sampler = StepBatchSampler(len(data), self.batch_size)

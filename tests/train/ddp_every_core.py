@@ -63,7 +63,7 @@ def main(data: Path, out: Path) -> None:
     obs_keys = infer_obs_keys(data)
     demos = load_demos(str(data), obs_keys, "train")
     image_size = next(demos.obs_shapes[k][0] for k in obs_keys if k.endswith("_image"))
-    data_cfg = DataConfig(path=str(data), obs_keys=obs_keys, window=WINDOW, augment="none")
+    data_cfg = DataConfig(path=str(data), obs_keys=obs_keys, window=WINDOW)
     dataset = make_dataset(data_cfg, demos)
     sampler = StepBatchSampler(len(dataset), PER_RANK, rank=rank, world_size=world, seed=0)
     batches = [

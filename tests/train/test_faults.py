@@ -29,17 +29,8 @@ def demos(tmp_path_factory) -> Path:
 
 
 def config(demos: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(
-        dataset=demos,
-        out=out,
-        steps=10,
-        batch_size=2,
-        window=6,
-        save_every=5,
-        log_every=1,
-        valid_every=0,
-        threads=1,
-    )
+    base = dict(dataset=demos, out=out, steps=10, batch_size=2, window=6, threads=1)
+    base |= dict(save_every=5, log_every=1, valid_every=0)
     return tiny(TrainConfig(**{**base, **kw}))
 
 

@@ -18,6 +18,8 @@ FILLED = (
     "--model.transformer.dim",
     "--model.ttm.input-tokens",  # N, from the cameras and low-dim keys
     "--model.lstm.input-tokens",
+    "--model.gru.dim",
+    "--model.gru.input-tokens",
     "--model.transformer.input-tokens",
     "--model.ttm.memoryless",  # --policy ttm-memoryless
 )

@@ -94,7 +94,6 @@ def make_batch(demo_path, demos, *, horizon: int = 0, mode: str = "episode", win
         mode=mode,
         window=window,
         action_horizon=horizon,
-        augment="none",
     )
     ds = make_dataset(cfg, demos)
     return next(iter(DataLoader(ds, batch_size=len(ds) if mode == "episode" else 4)))
