@@ -20,7 +20,7 @@ Where the module departs from the paper and the official (scenic) module, as rea
 model code is unchanged:
 - Position embeddings are per segment, not one per position of the concatenation (scenic's
   `AddPositionEmbs`): one per memory slot, one per output slot, separate tables for the read
-  and the write, and, without `input_tokens` (the default), ONE embedding shared by every
+  and the write, and, without `input_tokens` (the default), ONE embedding common to every
   input token (shape (1, D)), so the summarisers cannot tell input tokens apart by position;
   with `input_tokens=N` each input position has its own.
 - The write concatenates [M ‖ O ‖ I] as the paper writes it (scenic: [M ‖ I ‖ O]); the order
@@ -142,7 +142,7 @@ def unroll(p: Params, cfg: TTMConfig, x: torch.Tensor):
 
 
 VARIANTS = {
-    "default": dict(),  # the default summariser config: tl read and write, shared input embedding
+    "default": dict(),  # the default summariser config: tl read and write, one input embedding for all
     "input_tokens": dict(input_tokens=N),  # one embedding per input position
     "memoryless": dict(memoryless=True),
     "write_gate": dict(write_gate=True),
