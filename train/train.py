@@ -617,15 +617,18 @@ def train_step(model, policy, opt, batch: dict, step: int, cfg: TrainConfig, ema
         loss, metrics = model(batch)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(
-        policy.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+    grad_norm = float(  # one host sync per step; the loss is already a float in metrics
+        torch.nn.utils.clip_grad_norm_(
+            policy.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        )
     )
+    loss_value = metrics["losses/total"]
     # Before the optimiser step, so the weights (and every checkpoint) stay finite. The
     # gradient norm is computed from all-reduced gradients: every rank stops together.
-    if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+    if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
         good = checkpoint_steps(cfg.out)
         raise TrainingDiverged(
-            f"non-finite loss ({loss.item():.4g}) or gradient norm ({grad_norm.item():.4g}) "
+            f"non-finite loss ({loss_value:.4g}) or gradient norm ({grad_norm:.4g}) "
             f"at step {step + 1}: stopped before the optimiser step; "
             + (
                 f"the last good checkpoint is {cfg.out / 'checkpoints' / str(good[-1])}"
@@ -640,7 +643,7 @@ def train_step(model, policy, opt, batch: dict, step: int, cfg: TrainConfig, ema
     return {
         **metrics,
         "charts/lr": opt.param_groups[0]["lr"],
-        "charts/grad_norm": float(grad_norm),
+        "charts/grad_norm": grad_norm,
     }
 
 
