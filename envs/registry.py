@@ -21,20 +21,19 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Recipe:
-    """Defaults for collecting, training and evaluating a task on 2 CPU cores (each can be
-    overridden on the command line of the quickstart and the results table)."""
+    """Defaults for collecting and evaluating a task on 2 CPU cores (each can be overridden on
+    the command line of the quickstart and the results table). Training is not here: every
+    task trains with ttm-train's default recipe (train/presets.py)."""
 
     episodes: int = 100
     """Expert demonstrations to collect."""
     image_size: int = 64
-    """Camera side in pixels (one agentview camera at 64 px renders at ~32 steps/s with 2
-    workers here, against 9 for robosuite's default two at 84 px)."""
-    cameras: tuple[str, ...] | None = ("agentview",)
+    """Camera side in pixels (robomimic's image datasets use 84; 64 px renders and trains
+    faster on CPU; docs/results.md measures the choice)."""
+    cameras: tuple[str, ...] | None = ("agentview", "robot0_eye_in_hand")
     """Cameras to record; None: the env's own choice."""
     delay_steps: int | None = None
     """Memory tasks: held-still steps between the cue and the decision; None: the env's own."""
-    steps: int = 500
-    """Training steps."""
 
 
 @dataclass(frozen=True)
@@ -51,11 +50,9 @@ class TaskSpec:
     """Collection and training defaults of the quickstart and the results table."""
 
 
-_ROBOSUITE = Recipe()  # 100 demonstrations, agentview at 64 px, 500 steps
-# The cued robosuite tasks: a 10-step delay after their 10-step cue, and 1500 steps (on
-# LiftCued the TTM went from 14/50 at 500 steps to 28/50 at 1500 with the earlier
-# cube-coloured cue; docs/results.md has the table).
-_CUED_ROBOSUITE = Recipe(delay_steps=10, steps=1500)
+_ROBOSUITE = Recipe()  # 100 demonstrations, agentview and wrist cameras at 64 px
+# The cued robosuite tasks: a 10-step delay after their 10-step cue.
+_CUED_ROBOSUITE = Recipe(delay_steps=10)
 
 # Short task name -> spec. Ids are `ttm/<name>-v0`.
 _RS, _CUED = "envs.robosuite_tasks", "envs.cued_tasks"

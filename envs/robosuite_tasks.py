@@ -454,10 +454,20 @@ def make_from_robosuite_env_args(args: dict[str, Any], **overrides: Any) -> gym.
     (`cameras`, `image_size`, `horizon`, `render_quality`, `terminate_on_success`) or robosuite
     kwargs. Overriding `cue_steps` or `delay_steps` without `horizon` drops the stored horizon,
     so the task's default for the new delay applies (the episode grows with the delay).
+
+    Rendering follows the record: our collections store `render_quality` (what their frames
+    were rendered with); `env_args` without our settings (robomimic's own datasets) render
+    with robosuite's quality, as their frames were, unless `overrides` say otherwise.
     """
     cls = robosuite_task_class(args["env_name"])
     kw = copy.deepcopy(dict(args["env_kwargs"]))
+    ours = WRAPPER_KEY in kw
     wrapper = dict(kw.pop(WRAPPER_KEY, {}) or {})
+    if not ours:
+        # A dataset made elsewhere (robomimic's tools) records no render settings: its frames
+        # were rendered with robosuite's (shadows, multisampling), so evaluation renders the
+        # same way. Our fast rendering differs from such frames by 2-3 grey levels on average.
+        wrapper["render_quality"] = "robosuite"
     cams = kw.pop("camera_names", None)
     heights, widths = kw.pop("camera_heights", None), kw.pop("camera_widths", None)
     use_cams = kw.pop("use_camera_obs", cams is not None)

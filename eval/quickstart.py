@@ -6,8 +6,9 @@ simulation -> export it -> write `runs/quickstart/report.md`.
 
 The default task is `PointCue` (cue 5 steps, delay 10): a memory task that trains and
 evaluates within minutes on 2 CPU cores. `--task LiftCued` (or PlaceCued) runs the same job on
-a robosuite memory task (cue 10 steps, delay 10, the agentview camera at 64 px plus robot and
-object poses: the task's recipe in `envs/registry.py`), which takes longer on CPU. Each stage
+a robosuite memory task (cue 10 steps, delay 10, the agentview and wrist cameras at 64 px and
+the robot's proprioception, no object state: the task's recipe in `envs/registry.py`), which
+takes longer on CPU. Training is `ttm-train`'s default recipe (preset `cpu`, train/presets.py). Each stage
 is skipped when its output is already there (demonstrations, a finished training run,
 eval.json, the export), so a re-run only redoes what is missing; an interrupted training run resumes from its last checkpoint.
 With a CUDA GPU the training and evaluation use it.
@@ -39,7 +40,7 @@ class QuickstartConfig:
     delay_steps: int | None = None
     """Memory tasks: steps between the cue and the decision; default: the task's recipe (10)."""
     steps: int | None = None
-    """Training steps; default: the task's recipe (PointCue 500, LiftCued/PlaceCued 1500)."""
+    """Training steps; default: ttm-train's (the recipe of docs/results.md)."""
     eval_episodes: int = 50
     """Evaluation episodes."""
     eval_envs: int = 2
@@ -54,54 +55,18 @@ class QuickstartConfig:
     """Stages to run (in this order)."""
 
 
-def obs_keys(dataset: Path) -> tuple[str, ...]:
-    """The cameras and robot keys `ttm-train` takes by default, plus `object` when the file has
-    it (robosuite tasks: object poses; on the cued tasks they list both choices in a fixed order
-    and never reveal the cue, which only the images show)."""
-    import h5py
-
-    from train.train import infer_obs_keys
-
-    keys = infer_obs_keys(dataset)
-    with h5py.File(dataset, "r") as f:
-        first = sorted(f["data"].keys())[0]
-        has_object = "object" in f["data"][first]["obs"]
-    return keys + ("object",) if has_object else keys
-
-
 def _stage(name: str) -> None:
     print(f"\n=== {name} " + "=" * (60 - len(name)), flush=True)
 
 
 def train_config(cfg: QuickstartConfig, dataset: Path):
-    """The PointCue recipe (tests/eval/test_pointcue_learning.py measures it): whole episodes,
-    a small model (D=32, 4 tokens per camera, TTM M=8 R=4, one layer), AdamW 2e-3."""
-    from train.train import TrainConfig
-    from ttm_policy import PolicyConfig, TTMConfig
+    """`ttm-train --dataset <demos> --out <out>/train --seed <seed>` (with `--steps` when given):
+    the default recipe, preset `cpu` (train/presets.py)."""
+    from train.presets import preset
 
-    model = PolicyConfig(
-        dim=32,
-        tokens_per_camera=4,
-        conv_channels=(8, 8, 16, 16),
-        head_hidden=64,
-        ttm=TTMConfig(memory_tokens=8, read_tokens=4, layers=1, heads=4, mlp_dim=64, bottleneck=32),
-    )
-    return TrainConfig(
-        dataset=dataset,
-        obs_keys=obs_keys(dataset),
-        out=cfg.out / "train",
-        policy="ttm",
-        steps=cfg.steps,
-        batch_size=16,
-        mode="episode",
-        lr=2e-3,
-        warmup=50,
-        seed=cfg.seed,
-        valid_every=0,
-        save_every=100,
-        log_every=10,
-        model=model,
-        threads=1 if not torch.cuda.is_available() else None,
+    fields_ = {"steps": cfg.steps} if cfg.steps else {}
+    return preset(
+        "cpu", dataset=dataset, out=cfg.out / "train", seed=cfg.seed, save_every=100, **fields_
     )
 
 
@@ -155,6 +120,12 @@ def runtime_latency(export_dir: Path, env_args: dict, steps: int = 300) -> dict:
     }
 
 
+def _default_steps() -> int:
+    from train.presets import preset
+
+    return preset("cpu").steps
+
+
 def resolved(cfg: QuickstartConfig) -> QuickstartConfig:
     """`cfg` with the task's recipe (`envs/registry.py`) filled in where it left a value to the
     recipe. Raises ValueError naming the known tasks for an unknown one."""
@@ -165,7 +136,7 @@ def resolved(cfg: QuickstartConfig) -> QuickstartConfig:
         cfg,
         episodes=cfg.episodes or r.episodes,
         image_size=cfg.image_size or r.image_size,
-        steps=cfg.steps or r.steps,
+        steps=cfg.steps or _default_steps(),
         delay_steps=cfg.delay_steps if cfg.delay_steps is not None else r.delay_steps,
     )
 

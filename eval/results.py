@@ -6,8 +6,8 @@
     ttm-bench results --task LiftCued --cores --out runs/results   # only rewrite the tables
 
 For each delay (or once, for a task without a cue): collect expert demonstrations once, train
-each core with the same recipe (the quickstart's: whole episodes, D=32, one layer, AdamW 2e-3,
-the same steps and batch), evaluate each over the same seeded episodes, then write
+each core with the same recipe (`ttm-train --dataset <demos> --policy <core>`: the default
+preset `cpu`, train/presets.py, the same steps and batch for every core), evaluate each over the same seeded episodes, then write
 `out/table_<task>/compare.md` / `compare.png` (success with 95% Wilson intervals) and
 `out/results_<task>.json` (budgets, wall times, hardware), and rewrite `out/results.md`
 (every task's rows on disk, how unsuccessful episodes ended, wall times). Finished demos, training runs and
@@ -16,10 +16,10 @@ processes may each run some of the cores (`--cores`); the table lists every core
 evaluation exists. A row's demonstrations are reused only at the count they were collected
 with: another `--episodes` needs another `--out`.
 
-Demonstrations, cameras and training steps follow the task's recipe in `envs/registry.py`
-(each overridable): PointCue 200 demonstrations at 32 px; robosuite tasks 100 demonstrations
-from the `agentview` camera at 64 px, with robot proprioception and object poses (on the cued
-tasks the object poses do not reveal the cue, which only the images show). `--paired-cues`
+Demonstrations and cameras follow the task's recipe in `envs/registry.py` (each overridable):
+PointCue 200 demonstrations at 32 px; robosuite tasks 100 demonstrations from the `agentview`
+and wrist cameras at 64 px. The policies see the cameras and the robot's proprioception only;
+`--object-state` adds the simulator's object poses (an ablation, labelled in the table). `--paired-cues`
 records each scene once per cue instead (`ttm-collect --paired-cues`; docs/results.md
 measures it).
 """
@@ -93,6 +93,7 @@ def _model_options(run: Path) -> dict:
     """The table options a trained cell was built with, read from its config.json."""
     model = json.loads((run / "config.json").read_text())["model"]
     return {
+        "object_state": "object" in model.get("obs_keys", ()),
         "write_gate": bool(model.get("ttm", {}).get("write_gate", False)),
         "aux_final_keys": tuple(model.get("aux_final_keys", ())),
     }
@@ -100,15 +101,22 @@ def _model_options(run: Path) -> dict:
 
 def options_label(options: dict) -> str:
     """', gated write, final-state loss (robot0_eef_pos)' style row suffix ('' for neither)."""
-    parts = ["gated write"] if options.get("write_gate") else []
+    parts = ["object state (ablation)"] if options.get("object_state") else []
+    parts += ["gated write"] if options.get("write_gate") else []
     if options.get("aux_final_keys"):
         parts.append(f"final-state loss ({' '.join(options['aux_final_keys'])})")
     return "".join(", " + p for p in parts)
 
 
-def _check_options(run: Path, write_gate: bool, aux_final_keys: tuple[str, ...]) -> None:
+def _check_options(
+    run: Path, write_gate: bool, aux_final_keys: tuple[str, ...], object_state: bool = False
+) -> None:
     """A cell on disk was trained with or without the recipe options; refuse to mix."""
-    asked = {"write_gate": write_gate, "aux_final_keys": tuple(aux_final_keys)}
+    asked = {
+        "object_state": object_state,
+        "write_gate": write_gate,
+        "aux_final_keys": tuple(aux_final_keys),
+    }
     if not (run / "config.json").exists() or _model_options(run) == asked:
         return
 
@@ -117,36 +125,43 @@ def _check_options(run: Path, write_gate: bool, aux_final_keys: tuple[str, ...])
 
     raise ValueError(
         f"{run} was trained with {say(_model_options(run))}, and this table asks for"
-        f" {say(asked)} (--write-gate, --aux-final-keys). Ask for the same, or another --out."
+        f" {say(asked)} (--write-gate, --aux-final-keys, --object-state). Ask for the same, or"
+        " another --out."
     )
 
 
 def run_cell(
     root: Path,
     core: str,
-    steps: int,
+    steps: int | None,
     eval_episodes: int,
     seed: int,
     write_gate: bool = False,
     aux_final_keys: tuple[str, ...] = (),
+    object_state: bool = False,
 ) -> Path:
-    """Train `core` on root/demos.hdf5 and evaluate it; returns its eval.json (reused if done).
-    `write_gate` gives TTM cores the gated write (TTMConfig.write_gate); `aux_final_keys`
-    adds the final-state loss to any core (PolicyConfig.aux_final_keys)."""
+    """Train `core` on root/demos.hdf5 with the default recipe (`ttm-train --dataset ...
+    --policy core`, `--steps` when given) and evaluate it; returns its eval.json (reused if
+    done). Ablations: `write_gate` gives TTM cores the gated write (TTMConfig.write_gate);
+    `aux_final_keys` adds the final-state loss to any core (PolicyConfig.aux_final_keys);
+    `object_state` adds the simulator's object poses to the observations."""
     from eval.evaluate import EvalConfig, evaluate
-    from eval.quickstart import QuickstartConfig, eval_current, train_config
-    from train.train import checkpoint_steps, train
-    from ttm_policy import CausalTransformerConfig, LSTMConfig
+    from eval.quickstart import eval_current
+    from train.presets import preset
+    from train.train import checkpoint_steps, infer_obs_keys, train
 
-    qs = QuickstartConfig(out=root, steps=steps, seed=seed)
     data = root / "demos.hdf5"
-    cfg = replace(train_config(qs, data), out=root / core, policy=core)
-    # Baselines at the TTM's size: one layer, D=32 (LSTM: 2 x 64, as small as the TTM's unit).
-    cfg.model.lstm = LSTMConfig(hidden=64, layers=2)
-    cfg.model.transformer = CausalTransformerConfig(window=6, layers=1, heads=4, mlp_dim=64)
+    cfg = preset("cpu", dataset=data, out=root / core, policy=core, seed=seed)
+    if steps:
+        cfg.steps = steps
+    steps = cfg.steps
+    if not torch.cuda.is_available():
+        cfg.threads = 1  # two cells at a time on 2 cores
+    if object_state:
+        cfg.obs_keys = infer_obs_keys(data) + ("object",)
     cfg.model.ttm = replace(cfg.model.ttm, write_gate=write_gate)
     cfg.model.aux_final_keys = tuple(aux_final_keys)
-    _check_options(cfg.out, write_gate, aux_final_keys)
+    _check_options(cfg.out, write_gate, aux_final_keys, object_state)
     timing = root / core / "timing.json"
     done = checkpoint_steps(cfg.out)
     if not (done and done[-1] >= steps):
@@ -225,6 +240,7 @@ def run_table(
     paired_cues: bool = False,
     write_gate: bool = False,
     aux_final_keys: tuple[str, ...] = (),
+    object_state: bool = False,
 ) -> dict:
     """Run the missing cells of `task`'s rows; `delays=()` means one row without a delay.
     `paired_cues` records each scene once per cue (`ttm-collect --paired-cues`);
@@ -235,7 +251,6 @@ def run_table(
 
     r = task_spec(task).recipe
     episodes = episodes or r.episodes
-    steps = steps or r.steps
     image_size = image_size or r.image_size
     cameras = cameras or r.cameras
     unknown = [c for c in cores if c not in CORES]
@@ -247,7 +262,7 @@ def run_table(
         if data.exists():
             _check_demos(data, episodes, paired_cues)
             for core in cores:  # before anything is trained
-                _check_options(root / core, write_gate, aux_final_keys)
+                _check_options(root / core, write_gate, aux_final_keys, object_state)
         else:
             t0 = time.perf_counter()
             collect(
@@ -268,7 +283,9 @@ def run_table(
                 json.dumps({"collect_wall_s": time.perf_counter() - t0})
             )
         for core in cores:
-            run_cell(root, core, steps, eval_episodes, seed, write_gate, aux_final_keys)
+            run_cell(
+                root, core, steps, eval_episodes, seed, write_gate, aux_final_keys, object_state
+            )
     # The table lists every core evaluated so far at every delay on disk: other processes
     # (or earlier calls) may have run other cores or delays.
     rows, evals, on_disk = {}, [], cells_on_disk(out, task)
@@ -290,11 +307,12 @@ def run_table(
         "cores": [c for c in CORES if any(k.endswith("/" + c) for k in rows)],
         "demos": episodes,
         "paired_cues": paired_cues,
+        "object_state": object_state,
         "write_gate": write_gate,
         "aux_final_keys": list(aux_final_keys),
         "cameras": cameras,
         "image_size": image_size,
-        "train_steps": steps,
+        "train_steps": sorted({r["train_steps"] for r in rows.values()}),
         "eval_episodes": eval_episodes,
         "hardware": {
             "cpu": platform.processor() or platform.machine(),

@@ -46,7 +46,7 @@ timeout 140 bash -c '
   set -e
   "$0" -m envs.collect --task PointCue --episodes 6 --out "$1/pointcue.hdf5"
   "$0" -m train.train --dataset "$1/pointcue.hdf5" --out "$1/train" --device cuda \
-    --steps 30 --batch-size 8 --window 8 --save-every 30 --valid-every 0 --log-every 10 \
+    --steps 30 --batch-size 8 --save-every 30 --valid-every 0 --log-every 10 \
     --model.dim 64 --model.ttm.layers 2
   "$0" -m eval.evaluate --checkpoint "$1/train/checkpoints/last" --device cuda \
     --episodes 4 --envs 2 --out "$1/eval"

@@ -23,11 +23,7 @@ for policy in ttm ttm-memoryless; do
   rm -rf "$OUT/$policy"
   /usr/bin/time -f "$policy training: %e s wall, %U s user CPU" \
     .venv/bin/ttm-train --dataset "$DATA" --out "$OUT/$policy" --policy "$policy" \
-    --mode episode --steps 500 --batch-size 16 --lr 2e-3 --warmup 50 --seed "$SEED" \
-    --threads 1 --valid-every 0 --save-every 500 --log-every 50 \
-    --model.dim 32 --model.tokens-per-camera 4 --model.conv-channels 8 8 16 16 \
-    --model.head-hidden 64 --model.ttm.memory-tokens 8 --model.ttm.read-tokens 4 \
-    --model.ttm.layers 1 --model.ttm.heads 4 --model.ttm.mlp-dim 64 --model.ttm.bottleneck 32
+    --steps 500 --seed "$SEED" --threads 1 --valid-every 0 --save-every 500 --log-every 50
 done
 
 "$PY" - "$OUT" "$DATA" <<'EOF'

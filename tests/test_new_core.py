@@ -23,7 +23,7 @@ def test_gru_trains_evaluates_and_exports(tmp_path, capsys):
     train(
         [
             *("--dataset", str(data), "--out", str(run), "--policy", "gru", "--steps", "4"),
-            *("--batch-size", "2", "--window", "6", "--save-every", "4", "--valid-every", "0"),
+            *("--batch-size", "2", "--save-every", "4", "--valid-every", "0"),
             *("--model.dim", "32", "--model.gru.hidden", "48", "--threads", "1"),
         ]
     )
@@ -32,7 +32,7 @@ def test_gru_trains_evaluates_and_exports(tmp_path, capsys):
         "dim": 32,
         "input_tokens": config["gru"]["input_tokens"],
         "hidden": 48,
-        "layers": 1,
+        "layers": 2,  # the cpu preset's, as the LSTM's
     }
     evaluate(["--checkpoint", str(run / "checkpoints" / "last"), "--episodes", "2"])
     report = json.loads((run / "eval" / "last" / "eval.json").read_text())
@@ -40,7 +40,7 @@ def test_gru_trains_evaluates_and_exports(tmp_path, capsys):
     export(["--checkpoint", str(run / "checkpoints" / "last"), "--out", str(tmp_path / "x")])
     policy = OnnxPolicy(tmp_path / "x")
     assert [s["name"] for s in policy.spec["state"]] == ["gru_h"]
-    assert policy.spec["state"][0]["shape"] == [1, 48]
+    assert policy.spec["state"][0]["shape"] == [2, 48]  # (layers, hidden)
     obs = {
         o["name"]: (
             np.zeros(o["shape"], np.uint8) if o["kind"] == "image" else np.zeros(o["shape"])

@@ -1,7 +1,7 @@
 """Demonstration data for behaviour cloning: robomimic-format HDF5 -> RAM -> torch batches.
 
-Dimension legend: E episodes (demos), N steps of one episode, T steps of one sample (window
-length, or the longest episode in episode mode), K action-chunk length, H, W image size,
+Dimension legend: E episodes (demos), N steps of one episode, T steps of one sample (the
+longest episode; `trim_padding` cuts a batch to its own longest), K action-chunk length, H, W image size,
 D low-dim width, A action width (7 for OSC_POSE + gripper), B batch.
 
 File layout read (robomimic's; see ../shared/DESIGN.md):
@@ -23,7 +23,12 @@ Demos are sorted by their numeric suffix (demo_2 < demo_10) and their arrays con
 along time into one array per key, decoded once (images stay uint8, low-dim and actions
 become float32). Every sample is then a fancy-index into those arrays.
 
-A sample (one item of `WindowDataset` / `EpisodeDataset`; `default_collate` adds B in front):
+A sample is one whole episode from its first step (`EpisodeDataset`; `default_collate` adds B
+in front). Training never starts a sequence mid-episode: the memory a policy carries at step t
+of a rollout is the memory of steps 0..t-1, so training unrolls the same steps (see
+`ttm_policy.policy.TTMPolicy.forward`; `PolicyConfig.bptt` truncates the gradient, not the
+memory). The 10-step windows with a memory reset at every window start that earlier versions
+trained on are gone: inference never made that reset.
 
     obs/<camera>_image  (T, H, W, 3) uint8   not normalised, not cropped (the model does that)
     obs/<low-dim key>   (T, D)       float32 raw (normalise with `compute_stats`)
@@ -85,15 +90,6 @@ class DataConfig:
     """Observation keys the policy consumes: `<camera>_image` (uint8 HxWx3) and low-dim keys."""
     split: Literal["train", "valid", "all"] = "train"
     """Demos listed in `mask/<split>`; `all` (or a file without that mask) uses every demo."""
-    mode: Literal["window", "episode"] = "window"
-    """`window`: T-step windows at every start step; `episode`: whole episodes, padded to the
-    longest (memory tasks need the cue and the decision in one sequence)."""
-    window: int = 10
-    """T in window mode (robomimic BC-RNN trains on 10-step sequences); unused in episode mode."""
-    pad_end: bool = True
-    """Window mode: also start windows in an episode's last T-1 steps, padding past the end
-    (mask False) so the final steps are seen as often as the middle ones. False: full windows
-    only (episodes shorter than T then give no sample)."""
     action_horizon: int = 0
     """K > 0: `actions` becomes (T, K, A), the K actions from each step on (action chunking),
     with `action_mask` (T, K). 0: one action per step, `actions` (T, A)."""
@@ -113,10 +109,6 @@ class DataConfig:
             raise ValueError(f"DataConfig.obs_keys lists {dups} more than once: list each key once")
         if self.split not in ("train", "valid", "all"):
             raise ValueError(f"DataConfig.split={self.split!r}: use 'train', 'valid' or 'all'")
-        if self.mode not in ("window", "episode"):
-            raise ValueError(f"DataConfig.mode={self.mode!r}: use 'window' or 'episode'")
-        if self.window < 1:
-            raise ValueError(f"DataConfig.window={self.window}: the window needs at least 1 step")
         if self.action_horizon < 0:
             raise ValueError(
                 f"DataConfig.action_horizon={self.action_horizon}: use 0 (no chunks) or K >= 1"
@@ -555,43 +547,6 @@ class _DemoSamples(Dataset):
         return item
 
 
-class WindowDataset(_DemoSamples):
-    """Every T-step window `[t, t + T)` inside one episode (see the module docstring for keys).
-
-    `is_first[0]` is True only when the window starts at the episode's first step. A window
-    that starts mid-episode has no earlier memory to carry, so a model unrolled over it starts
-    from its initial memory (`init_memory`) at position 0 all the same: the reset mask for
-    unrolling is `is_first | (arange(T) == 0)`, and `is_first[:, 0] == False` says that this
-    start is a truncation (as in truncated BPTT without burn-in), not a true episode start.
-    The memory therefore learns to help within T steps; for longer dependencies use
-    `EpisodeDataset`.
-    """
-
-    def __init__(
-        self, demos: Demos, *, window: int, pad_end: bool = True, action_horizon: int = 0
-    ) -> None:
-        super().__init__(demos, action_horizon=action_horizon)
-        self.window = window
-        starts = [
-            np.stack([np.full(m, e), np.arange(m)], axis=1)
-            for e, n in enumerate(demos.lengths)
-            if (m := int(n) if pad_end else int(n) - window + 1) > 0
-        ]
-        if not starts:
-            raise DatasetError(
-                f"{demos.path}: no full {window}-step window fits in any demo (longest has {int(demos.lengths.max())} "
-                "steps); lower window or set pad_end=True"
-            )
-        self.index = np.concatenate(starts).astype(np.int64)  # (M, 2) rows of (demo, start)
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        e, start = self.index[i]
-        return self._gather(int(e), int(start), self.window)
-
-
 class EpisodeDataset(_DemoSamples):
     """Whole episodes from step 0, padded to `max_len` (default: the longest in `demos`) with
     mask False, so one batch holds cue and decision of a memory task. `is_first[0]` is True."""
@@ -615,15 +570,30 @@ class EpisodeDataset(_DemoSamples):
         return self._gather(i, 0, self.max_len)
 
 
-def make_dataset(cfg: DataConfig, demos: Demos | None = None) -> WindowDataset | EpisodeDataset:
+def make_dataset(cfg: DataConfig, demos: Demos | None = None) -> EpisodeDataset:
     """The dataset `cfg` describes (loading `cfg.path` / `cfg.split` unless `demos` is given).
     Images stay whole: the policy crops them (ttm_policy/augment.py)."""
     demos = demos if demos is not None else load_demos(cfg.path, cfg.obs_keys, cfg.split)
-    if cfg.mode == "episode":
-        return EpisodeDataset(demos, action_horizon=cfg.action_horizon)
-    return WindowDataset(
-        demos, window=cfg.window, pad_end=cfg.pad_end, action_horizon=cfg.action_horizon
-    )
+    return EpisodeDataset(demos, action_horizon=cfg.action_horizon)
+
+
+def trim_padding(batch: dict[str, Any]) -> dict[str, Any]:
+    """A collated batch of episodes cut to its longest episode: the steps after it are padding
+    in every sample (mask False), and a causal core's outputs on real steps never depend on
+    later steps, so the loss is the same at a fraction of the compute (episode lengths vary;
+    the dataset pads to the longest of the whole file)."""
+    mask = batch["mask"]  # (B, T)
+    real = mask.any(0).nonzero()
+    T = int(real.max()) + 1 if len(real) else 1
+    if mask.shape[1] == T:
+        return batch
+
+    def cut(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: cut(v) for k, v in x.items()}
+        return x[:, :T] if torch.is_tensor(x) and x.ndim >= 2 and x.shape[1] == mask.shape[1] else x
+
+    return {k: (v if k == "final" else cut(v)) for k, v in batch.items()}
 
 
 # --------------------------------------------------------------------------- sampling / DDP

@@ -23,7 +23,7 @@ half-written is deleted by the next save. `--resume` continues from the newest c
 whose files all read (damaged ones are skipped, each with a line; `last` alone will do), with
 the same step count, data order (a pure function of seed and step) and torch (and CUDA) RNG
 state; with no checkpoint yet it starts at step 0 and says so, so a restart loop may always
-pass `--resume`. A resume refuses another model, dataset, seed, batch or window (naming
+pass `--resume`. A resume refuses another model, dataset, seed or batch (naming
 the fields) and records other changes in resumes.jsonl. A larger `--steps` stretches the
 cosine schedule from the resumed step on (the learning rate follows the new schedule, so it
 rises): that is the rule, not an accident. metrics.jsonl is never rewritten in place (a
@@ -64,14 +64,15 @@ from train.data import (
     Demos,
     EpisodeDataset,
     StepBatchSampler,
-    WindowDataset,
     compute_stats,
     first_demo_obs_keys,
     has_split,
     is_image_key,
     load_demos,
     make_dataset,
+    trim_padding,
 )
+from train.presets import cpu_model, split_preset
 from ttm_policy.checkpoint import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -87,6 +88,9 @@ STANDARD_LOWDIM = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
 
 @dataclass
 class TrainConfig:
+    """One training run. The defaults are preset `cpu`, the recipe of docs/results.md
+    (`train/presets.py`); `ttm-train --preset gpu` starts from the larger one."""
+
     dataset: Path
     """robomimic-format HDF5 demonstrations (from `ttm-collect` or robomimic's tools)."""
     out: Path = Path("runs/train")
@@ -98,18 +102,16 @@ class TrainConfig:
     batch_size: int = 16
     """Global batch (split across ranks under torchrun)."""
     obs_keys: tuple[str, ...] | None = None
-    """Observation keys; None: every `*_image` key in the file plus the standard robot low-dim keys."""
-    mode: Literal["window", "episode"] = "window"
-    """`window`: T-step windows; `episode`: whole padded episodes (cue and decision in one sequence)."""
-    window: int = 10
-    """T for window mode (robomimic BC-RNN uses 10)."""
-    pad_end: bool = True
-    """Window mode: also sample windows that run past an episode's end (padded, masked)."""
-    lr: float = 3e-4
+    """Observation keys; None: every `*_image` key in the file plus the robot's proprioception
+    (robot0_eef_pos, robot0_eef_quat, robot0_gripper_qpos), never simulator object state."""
+    crop: float = 0.9
+    """Side of the random training crop (central at inference) as a fraction of the image side
+    (robomimic: 76 of 84 px); 1 turns cropping off. Sets model.crop_size from the data."""
+    lr: float = 2e-3
     """AdamW peak learning rate."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
-    warmup: int = 100
+    warmup: int = 50
     """Linear warm-up steps before the cosine decay."""
     min_lr_ratio: float = 0.1
     """The cosine decays to lr * min_lr_ratio at the last step."""
@@ -149,15 +151,19 @@ class TrainConfig:
     """Weights & Biases project."""
     threads: int | None = None
     """torch intra-op threads on CPU (None: torch's default)."""
-    model: PolicyConfig = field(default_factory=PolicyConfig)
+    model: PolicyConfig = field(default_factory=cpu_model)
     """Policy architecture (obs_keys, image_size and core are filled from the data and --policy)."""
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "window", "log_every", "save_every", "keep_last"):
+        for name in ("steps", "batch_size", "log_every", "save_every", "keep_last"):
             if getattr(self, name) < 1:
                 raise ValueError(
                     f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
                 )
+        if not 0.0 < self.crop <= 1.0:
+            raise ValueError(
+                f"--crop must be in (0, 1] (a fraction of the image side), got {self.crop}"
+            )
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise ValueError(f"--ema must be in (0, 1), e.g. 0.999, got {self.ema}")
 
@@ -280,6 +286,13 @@ def check_resumable(cfg: TrainConfig, policy, ck: Path, say: bool = True) -> Non
     if not path.is_file():
         return
     before = json.loads(path.read_text())
+    if before.get("mode", "episode") != "episode":
+        raise ValueError(
+            f"--resume: the run in {cfg.out} trained on {before.get('window')}-step windows with "
+            "a memory reset at every window start, which inference never makes; ttm-train now "
+            "trains whole episodes only: start a new run (another --out)"
+        )
+    before.pop("mode", None)
     after = json.loads(json.dumps(asdict(replace(cfg, model=policy.cfg)), default=str))
     for d in (before, after):  # the same files, however the paths were written
         for k in ("dataset", "out"):
@@ -308,6 +321,12 @@ def check_resumable(cfg: TrainConfig, policy, ck: Path, say: bool = True) -> Non
         with (cfg.out / "resumes.jsonl").open("a") as f:
             step = json.loads((ck / "trainer_state.json").read_text())["step"]
             f.write(json.dumps({"step": step, "changed": changed}, default=str) + "\n")
+
+
+def saved_train_seconds(out: Path) -> float:
+    """`train_s` of the newest checkpoint in `out` (0 for runs saved before it was recorded)."""
+    found = find_resume_checkpoint(out, say=False)
+    return float(found[1].get("train_s", 0.0)) if found else 0.0
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -474,8 +493,8 @@ class Data:
 
     obs_keys: tuple[str, ...]
     demos: Demos
-    dataset: WindowDataset | EpisodeDataset
-    valid_set: WindowDataset | EpisodeDataset | None
+    dataset: EpisodeDataset
+    valid_set: EpisodeDataset | None
     model_cfg: PolicyConfig  # cfg.model with obs_keys, core and image/crop size from the data
 
 
@@ -499,7 +518,7 @@ def build_data(cfg: TrainConfig, main_rank: bool) -> Data:
             f"{cfg.dataset}: cameras differ in size {sorted(image_sizes)}; use one size"
         )
     image_size = image_sizes.pop() if image_sizes else cfg.model.image_size
-    crop = min(cfg.model.crop_size, image_size)
+    crop = max(1, round(cfg.crop * image_size))
     model_cfg = replace(
         cfg.model, obs_keys=obs_keys, core=cfg.policy, image_size=image_size, crop_size=crop
     )
@@ -507,9 +526,6 @@ def build_data(cfg: TrainConfig, main_rank: bool) -> Data:
     data_cfg = DataConfig(
         path=str(cfg.dataset),
         obs_keys=obs_keys,
-        mode=cfg.mode,
-        window=cfg.window,
-        pad_end=cfg.pad_end,
         action_horizon=horizon if horizon > 1 else 0,
     )
     dataset = make_dataset(data_cfg, demos)
@@ -596,7 +612,7 @@ def batches(cfg: TrainConfig, data: Data, dist: Dist, step: int):
         seed=cfg.seed,
         start_step=step,
     )
-    return iter(DataLoader(data.dataset, batch_sampler=sampler, num_workers=0))
+    return map(trim_padding, DataLoader(data.dataset, batch_sampler=sampler, num_workers=0))
 
 
 def train_step(model, policy, opt, batch: dict, step: int, cfg: TrainConfig, ema=None) -> dict:
@@ -647,9 +663,12 @@ def train_step(model, policy, opt, batch: dict, step: int, cfg: TrainConfig, ema
     }
 
 
-def save_checkpoint(cfg: TrainConfig, policy, opt, ema, dist: Dist, env_args, at: int) -> None:
+def save_checkpoint(
+    cfg: TrainConfig, policy, opt, ema, dist: Dist, env_args, at: int, train_s: float = 0.0
+) -> None:
     """Write checkpoints/<at>/ and checkpoints/last/, each in one rename (rank 0; every rank
-    must call it, for the RNG gather), then drop numbered ones beyond --keep-last."""
+    must call it, for the RNG gather), then drop numbered ones beyond --keep-last. `train_s`:
+    seconds spent in optimiser steps so far (a resumed run's learning curve continues it)."""
     mine = {"torch": torch.get_rng_state()}
     if dist.device.type == "cuda":
         mine["cuda"] = torch.cuda.get_rng_state(dist.device).cpu()
@@ -682,6 +701,7 @@ def save_checkpoint(cfg: TrainConfig, policy, opt, ema, dist: Dist, env_args, at
                 "train_config": str(cfg.out / "config.json"),
                 "train_weights": "train_model.safetensors" if ema is not None else WEIGHTS_NAME,
                 "ema_n_averaged": int(ema.n_averaged.item()) if ema is not None else None,
+                "train_s": train_s,
             }
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2, default=str))
     for old in checkpoint_steps(cfg.out)[: -cfg.keep_last]:
@@ -696,7 +716,9 @@ def validate(policy, valid_set, cfg: TrainConfig) -> dict:
     sampler = StepBatchSampler(len(valid_set), cfg.batch_size, seed=cfg.seed + 1)
     losses = []
     for i in range(cfg.valid_batches):
-        batch = torch.utils.data.default_collate([valid_set[j] for j in sampler.batch(i)])
+        batch = trim_padding(
+            torch.utils.data.default_collate([valid_set[j] for j in sampler.batch(i)])
+        )
         losses.append(policy(batch)[0].item())
     policy.train()
     return {"valid/loss": float(np.mean(losses))}
@@ -761,12 +783,13 @@ def write_run_config(cfg: TrainConfig, policy, obs_keys: tuple[str, ...]) -> Non
     (cfg.out / "config.json").write_text(json.dumps(asdict(resolved), indent=2, default=str) + "\n")
 
 
-def throughput(samples: int, seconds: float, window: int, n_images: int) -> dict:
-    """`charts/...` rates of the samples (windows) trained on since the last log line."""
+def throughput(samples: int, frames: int, seconds: float, n_images: int) -> dict:
+    """`charts/...` rates since the last log line: episodes (samples), their real (unpadded)
+    time steps (frames) and camera images trained on per second of optimiser steps."""
     return {
         "charts/samples_per_s": samples / seconds,
-        "charts/steps_per_s_time": samples * window / seconds,
-        "charts/images_per_s": samples * window * n_images / seconds,
+        "charts/frames_per_s": frames / seconds,
+        "charts/images_per_s": frames * n_images / seconds,
     }
 
 
@@ -833,36 +856,43 @@ def train(cfg: TrainConfig) -> dict:
         disable=not dist.main,
         dynamic_ncols=True,
     )
-    t_last, seen, metrics = time.perf_counter(), 0, {}
+    seen, frames, metrics = 0, 0, {}
+    # Seconds in optimiser steps (data included; validation, rollouts and checkpoints not):
+    # the x axis of a learning curve, `charts/train_s`, continued across a resume; the
+    # throughput charts divide by it too.
+    train_s = s_last = saved_train_seconds(cfg.out) if start_step else 0.0
     while step < cfg.steps:
+        t_step = time.perf_counter()
         batch = next(loader)
         metrics = train_step(model, policy, opt, batch, step, cfg, ema)
+        train_s += time.perf_counter() - t_step
         step += 1
         seen += cfg.batch_size
+        frames += int(batch["mask"].sum()) * dist.world
         bar.update(1)
         extra = {}
         if cfg.eval_every and step % cfg.eval_every == 0 and dist.main:
             extra = rollouts(ema.module if ema is not None else policy, step)
             policy.train()
         if step % cfg.log_every == 0 or step == cfg.steps:
-            window = batch["actions"].shape[1]
-            metrics.update(throughput(seen, time.perf_counter() - t_last, window, n_images))
+            metrics.update(throughput(seen, frames, max(train_s - s_last, 1e-9), n_images))
+            metrics["charts/train_s"] = train_s
             if data.valid_set is not None and step % cfg.valid_every == 0 and dist.main:
                 metrics.update(validate(policy, data.valid_set, cfg))
             logger.log(step, {**metrics, **extra})
             bar.set_postfix(
                 loss=f"{metrics['losses/total']:.4f}", sps=f"{metrics['charts/samples_per_s']:.1f}"
             )
-            t_last, seen = time.perf_counter(), 0
+            s_last, seen, frames = train_s, 0, 0
         elif extra:
-            logger.log(step, extra)
+            logger.log(step, {**extra, "charts/train_s": train_s})
         if dist.world > 1 and any(e and step % e == 0 for e in (cfg.eval_every, cfg.valid_every)):
             # Rank 0 may have run rollouts / validation above: the others wait for it here, at
             # a named point (see the timeout at init_process_group), not inside the next
             # step's gradient all-reduce. The condition is the same on every rank.
             dist.barrier()
         if step % cfg.save_every == 0 or step == cfg.steps:
-            save_checkpoint(cfg, policy, opt, ema, dist, data.demos.env_args, step)
+            save_checkpoint(cfg, policy, opt, ema, dist, data.demos.env_args, step, train_s)
     bar.close()
     logger.close()
 
@@ -878,11 +908,32 @@ def train(cfg: TrainConfig) -> dict:
     return write_summary(cfg, policy, dist, step, start_step, final_loss, checksums)
 
 
+CLI_HELP = """`ttm-train`: behaviour cloning of a policy on robomimic-format demonstrations.
+
+With `--dataset X` alone it trains preset `cpu`, the recipe of docs/results.md (whole
+episodes, pixels and proprioception, a small TTM sized for 2 CPU cores); `--preset gpu`
+starts from the paper-sized model instead (train/presets.py). Every flag below overrides the
+preset's value, and the defaults shown are the chosen preset's."""
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """ttm-train's command line -> TrainConfig: `--preset NAME` picks the defaults (train/presets.py),
+    every other flag overrides them. A bad preset name exits 2 naming the presets."""
+    from train.presets import preset
+
+    try:
+        name, rest = split_preset(sys.argv[1:] if argv is None else list(argv))
+    except ValueError as e:
+        print(f"ttm-train: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return tyro.cli(TrainConfig, args=rest, default=preset(name), description=CLI_HELP)
+
+
 def main(argv: list[str] | None = None) -> None:
     from envs import gl
 
     gl.setup()  # headless rendering (MUJOCO_GL=egl) unless chosen, before any env is made
-    cfg = tyro.cli(TrainConfig, args=argv)
+    cfg = parse_args(argv)
     try:
         summary = train(cfg)
     except (DatasetError, FileNotFoundError, FileExistsError, ValueError) as e:

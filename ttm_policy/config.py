@@ -96,15 +96,16 @@ def _check_choice(name: str, value: Any, choices: tuple) -> None:
 class PolicyConfig:
     """Everything that defines a policy's architecture; saved as config.json beside it."""
 
-    # obs_keys, image_size and core: not flags of ttm-train (tyro.conf.Suppress), which sets
+    # obs_keys, image_size, crop_size and core: not flags of ttm-train (tyro.conf.Suppress), which sets
     # them from the dataset and its own --obs-keys and --policy.
     obs_keys: tyro.conf.Suppress[tuple[str, ...]] = LIFT_OBS_KEYS
     """Observation keys consumed: `<camera>_image` (uint8 HxWx3) and low-dim keys, in token order."""
     image_size: tyro.conf.Suppress[int] = 84
     """H = W of the camera images the env gives (robomimic's 84)."""
-    crop_size: int = 76
+    crop_size: tyro.conf.Suppress[int] = 76
     """Side of the crop the tokenizer sees: random per sequence in training, central at
-    inference (robomimic crops 84 -> 76). Set it to image_size for no crop."""
+    inference (robomimic crops 84 -> 76). Set it to image_size for no crop. Not a flag of
+    ttm-train, which sets it from the data and its own --crop (a fraction of the side)."""
     dim: int = 128
     """D: token width everywhere; 128 (not ViT-B's 768) keeps the model small enough to train
     on CPU (1.3 M parameters for the default Lift config)."""

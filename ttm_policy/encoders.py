@@ -78,7 +78,8 @@ class ConvTokenizer(nn.Module):
                 f"images must be uint8 (B, {self.image_size}, {self.image_size}, 3), "
                 f"got {images.dtype} {tuple(images.shape)}"
             )
-        x = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (B, 3, H, W) in [-1, 1]
+        # (B, 3, H, W) in [-1, 1]; in place: one float copy of the batch's images, not three
+        x = images.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
         x = self.proj(self.trunk(x))  # (B, D, h, w)
         x = x.flatten(2).transpose(1, 2) + self.pos  # (B, G, D)
         return self.token_learner(x)[0]  # (B, K, D)

@@ -167,19 +167,27 @@ class TTMPolicy(nn.Module):
             valid &= batch["action_mask"].to(self.device, torch.bool).view(B, T, K)
         return self.normalizer.action.normalize(a), valid
 
-    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Training loss on a batch in the data layer's layout (see train/data.py): obs,
-        actions, mask, is_first. Unrolls the core over T with memory reset where
-        `is_first | t == 0`. Returns (loss, metrics) with `losses/...` and `metrics/...` keys."""
-        target, valid = self.targets(batch)
-        B, T = target.shape[:2]
+    def sequence_features(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The training forward up to the head input, (B, T, F): the core unrolled over the
+        batch's T steps from its initial memory, reset where `is_first | t == 0` (training
+        samples are whole episodes, so t = 0 is an episode's first step and no reset happens
+        that a rollout would not make; `bptt` cuts gradients, not the memory). Random crops in
+        train mode, central in eval mode, where each step's output equals `select_action`'s."""
         obs = {k: batch["obs"][k].to(self.device) for k in self.cfg.obs_keys if k in batch["obs"]}
+        B, T = next(iter(obs.values())).shape[:2]
         t0 = torch.arange(T, device=self.device) == 0  # (T,)
         is_first = batch.get("is_first")
         reset = t0.expand(B, T) if is_first is None else is_first.to(self.device, torch.bool) | t0
-        feats = self.net(
+        return self.net(
             self.normalize_obs(obs), reset, random_crop=self.training, bptt=self.cfg.bptt
         )  # (B, T, F)
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss on a batch in the data layer's layout (see train/data.py): obs,
+        actions, mask, is_first (`sequence_features`, then the head's loss). Returns (loss,
+        metrics) with `losses/...` and `metrics/...` keys."""
+        target, valid = self.targets(batch)
+        feats = self.sequence_features(batch)  # (B, T, F)
         params = self.head(feats)
         loss, parts = self.head.loss(params, target, valid)
         if self.net.aux_head is not None:

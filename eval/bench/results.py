@@ -21,14 +21,14 @@ class Results:
     episodes: int | None = None
     """Expert demonstrations per delay; default: 200 on PointCue, 100 on robosuite tasks."""
     steps: int | None = None
-    """Training steps per core (the same budget for all); default: 1500 on LiftCued and
-    PlaceCued, 500 elsewhere."""
+    """Training steps per core (the same budget for all); default: ttm-train's (the recipe)."""
     eval_episodes: int = 50
     """Evaluation episodes per cell."""
     image_size: int | None = None
     """Camera side; default: 32 on PointCue, 64 on robosuite tasks."""
     cameras: tuple[str, ...] | None = None
-    """Cameras; default: the task's own on PointCue, agentview on robosuite tasks."""
+    """Cameras; default: the task's own on PointCue, agentview and the wrist camera on
+    robosuite tasks."""
     out: Path = Path("runs/results")
     """Where each run, table_<task>/compare.md|png and results_<task>.json go."""
     paired_cues: bool = False
@@ -37,7 +37,10 @@ class Results:
     """TTM cores: the gated memory write (TTMConfig.write_gate)."""
     aux_final_keys: tuple[str, ...] = ()
     """Every core: predict these low-dim keys' final values from every step, an auxiliary
-    loss (PolicyConfig.aux_final_keys), e.g. `robot0_eef_pos object`."""
+    loss (PolicyConfig.aux_final_keys), e.g. `robot0_eef_pos`."""
+    object_state: bool = False
+    """Ablation: also give the policies the simulator's object poses (`object`), which a real
+    robot does not have; the table labels such rows."""
 
     def run(self) -> None:
         from eval.results import run_table

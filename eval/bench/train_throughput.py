@@ -1,10 +1,12 @@
-"""`ttm-bench train-throughput`: behaviour-cloning samples/s and images/s per temporal core."""
+"""`ttm-bench train-throughput`: behaviour-cloning frames/s and images/s per temporal core, for
+the training recipe (`ttm-train`'s default preset, or `--preset gpu`): whole episodes, each
+batch cut to its longest episode, the trainer's own `train_step`."""
 
 from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -15,17 +17,17 @@ from eval.bench.report import bar_png, config_strings, print_table, report
 
 @dataclass
 class TrainThroughput:
-    """Samples/s and images/s of behaviour-cloning steps (forward, backward, AdamW) for a
-    policy configuration on real demonstrations (default: the Lift image configuration)."""
+    """Episodes/s, frames/s (real, unpadded time steps) and images/s of behaviour-cloning
+    steps (forward, backward, AdamW) of a preset's policy on real demonstrations."""
 
     dataset: Path
     """robomimic-format HDF5 (e.g. the robomimic Lift fixture, or `ttm-collect --task Lift`)."""
     cores: tuple[str, ...] = ("ttm", "ttm-memoryless", "lstm", "transformer", "none")
     """Temporal cores to time."""
-    batch_size: int = 16
-    """Sequences per step."""
-    window: int = 10
-    """T steps per sequence."""
+    preset: str = "cpu"
+    """Training preset whose model and batch are timed (train/presets.py)."""
+    batch_size: int | None = None
+    """Episodes per step; None: the preset's."""
     steps: int = 10
     """Timed optimiser steps per core (after 2 warm-up steps); the median is reported."""
     threads: int = 1
@@ -43,37 +45,40 @@ class TrainThroughput:
             is_image_key,
             load_demos,
             make_dataset,
+            trim_padding,
         )
-        from train.train import TrainConfig, infer_obs_keys, train_step
-        from ttm_policy import PolicyConfig, TTMPolicy
+        from train.presets import preset
+        from train.train import infer_obs_keys, train_step
+        from ttm_policy import TTMPolicy
 
         torch.manual_seed(0)
         torch.set_num_threads(self.threads)
         keys = infer_obs_keys(self.dataset)
         demos = load_demos(str(self.dataset), keys, "all")
-        data = make_dataset(
-            DataConfig(path=str(self.dataset), obs_keys=keys, window=self.window),
-            demos,
-        )
-        sampler = StepBatchSampler(len(data), self.batch_size)
+        data = make_dataset(DataConfig(path=str(self.dataset), obs_keys=keys), demos)
         images = sum(is_image_key(k) for k in keys)
         size = next((demos.obs_shapes[k][0] for k in keys if is_image_key(k)), 84)
         device = torch.device(self.device)
-        # ttm-train's settings for its step (lr schedule, gradient clip) at this batch and window
-        train_cfg = TrainConfig(
-            dataset=self.dataset,
-            batch_size=self.batch_size,
-            window=self.window,
-            steps=self.steps + 2,
-        )
+        # ttm-train's settings for its step (lr schedule, gradient clip, model) in this preset
+        train_cfg = preset(self.preset, dataset=self.dataset, steps=self.steps + 2)
+        if self.batch_size:
+            train_cfg.batch_size = self.batch_size
+        batch_size = train_cfg.batch_size
+        sampler = StepBatchSampler(len(data), batch_size)
+        crop = max(1, round(train_cfg.crop * size))
         results = {}
         for core in tqdm(self.cores, desc="train-throughput", unit="core"):
-            cfg = PolicyConfig(obs_keys=keys, image_size=size, crop_size=min(76, size), core=core)
+            cfg = replace(
+                train_cfg.model, obs_keys=keys, image_size=size, crop_size=crop, core=core
+            )
             policy = TTMPolicy(cfg, compute_stats(demos)).to(device).train()
             opt = torch.optim.AdamW(policy.parameters(), lr=train_cfg.lr)
-            times = []
+            times, frames = [], []
             for i in range(self.steps + 2):
-                batch = torch.utils.data.default_collate([data[j] for j in sampler.batch(i)])
+                batch = trim_padding(
+                    torch.utils.data.default_collate([data[j] for j in sampler.batch(i)])
+                )
+                frames.append(int(batch["mask"].sum()))
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
@@ -82,17 +87,18 @@ class TrainThroughput:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t0)
-            dt = statistics.median(times[2:])
+            dt, total = statistics.median(times[2:]), sum(times[2:])
             results[core] = {
                 "parameters": policy.num_parameters(),
                 "median_step_s": dt,
-                "samples_per_s": self.batch_size / dt,
-                "frames_per_s": self.batch_size * self.window / dt,
-                "images_per_s": self.batch_size * self.window * images / dt,
+                "samples_per_s": batch_size * self.steps / total,
+                "frames_per_s": sum(frames[2:]) / total,
+                "images_per_s": sum(frames[2:]) * images / total,
             }
+        where = f"preset {self.preset}, batch {batch_size} episodes"
         print(
-            f"\nBC training throughput on {self.device}, batch {self.batch_size} x T={self.window}, "
-            f"{images} camera(s) {size}px, {self.threads} thread(s) (median of {self.steps} steps)"
+            f"\nBC training throughput on {self.device}, {where}, {images} camera(s) {size}px, "
+            f"{self.threads} thread(s) ({self.steps} timed steps)"
         )
         rows = [["core", "params", "s/step", "samples/s", "frames/s", "images/s"]]
         for core, r in results.items():
@@ -102,8 +108,6 @@ class TrainThroughput:
             )
         print_table(rows, [16, 10, 9, 11, 10, 10])
         bars = {core: r["images_per_s"] for core, r in results.items()}
-        title = (
-            f"BC training throughput on {self.device}, batch {self.batch_size} x T={self.window}"
-        )
+        title = f"BC training throughput on {self.device}, {where}"
         png = bar_png(self.out / "train_throughput.png", bars, "camera images / s", title)
         return report(self.out, "train_throughput", config_strings(self), (png,), results=results)

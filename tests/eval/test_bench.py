@@ -58,8 +58,6 @@ def test_train_throughput_on_the_robomimic_fixture(tmp_path):
             "1",
             "--batch-size",
             "2",
-            "--window",
-            "2",
             "--out",
             str(out),
         ]

@@ -11,9 +11,7 @@ from train.train import TrainConfig, train
 
 def test_best_and_last_do_not_overwrite_each_other(tmp_path):
     collect(Args(task="PointCue", out=tmp_path / "d.hdf5", episodes=2, seed=0, image_size=32))
-    cfg = TrainConfig(
-        dataset=tmp_path / "d.hdf5", out=tmp_path / "run", steps=1, batch_size=2, window=2
-    )
+    cfg = TrainConfig(dataset=tmp_path / "d.hdf5", out=tmp_path / "run", steps=1, batch_size=2)
     cfg.model.dim, cfg.model.ttm.layers, cfg.model.ttm.memory_tokens = 32, 1, 8
     cfg.model.conv_channels, cfg.model.head_hidden = (8, 8, 16, 16), 32
     train(cfg)

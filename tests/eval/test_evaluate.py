@@ -28,7 +28,6 @@ def checkpoint(tmp_path_factory) -> Path:
         out=root / "run",
         steps=3,
         batch_size=2,
-        window=4,
         valid_every=0,
         threads=1,
     )

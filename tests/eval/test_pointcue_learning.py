@@ -3,7 +3,7 @@ delay 10, the defaults) a TTM policy trained by behaviour cloning reaches the cu
 the memory-less TTM, trained on the same demos with the same budget, cannot beat a coin flip.
 
 Recipe (scripts/pointcue_learning.sh runs the same from the command line): 200 expert demos
-at 32x32 px; whole padded episodes (`mode="episode"`) so the cue and the decision are in one
+at 32x32 px; whole padded episodes (the only way ttm-train samples) so the cue and the decision are in one
 sequence; a small model (D=32, a (8, 8, 16, 16) conv trunk giving 4 tokens, TTM with M=8
 memory tokens, R=4, one Transformer layer); L1 loss, AdamW 2e-3, batch 16, 500 steps; 50
 seeded rollouts in the real env. Measured (training seeds 0-4): TTM 50/50 each, memory-less

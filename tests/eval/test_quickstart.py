@@ -38,7 +38,8 @@ def test_quickstart_tiny(tmp_path, capsys):
 
 def test_quickstart_robosuite_flag(tmp_path):
     """`--task LiftCued` runs the same job on the robosuite memory task with its recipe: the
-    agentview camera at 64 px, robot and object poses, a 10-step delay after the cue."""
+    agentview and wrist cameras at 64 px, the robot's proprioception and no object state, a
+    10-step delay after the cue."""
     cfg = QuickstartConfig(
         out=tmp_path / "qs", task="LiftCued", episodes=2, steps=2, eval_episodes=1, eval_envs=1
     )
@@ -46,11 +47,16 @@ def test_quickstart_robosuite_flag(tmp_path):
     env_args = json.loads((tmp_path / "qs/train/checkpoints/last/env_args.json").read_text())
     kwargs = env_args["env_kwargs"]
     assert env_args["env_name"] == "LiftCued" and kwargs["delay_steps"] == 10
-    assert kwargs["ttm_wrapper"]["cameras"] == ["agentview"]
+    assert kwargs["ttm_wrapper"]["cameras"] == ["agentview", "robot0_eye_in_hand"]
     assert kwargs["ttm_wrapper"]["image_size"] == [64, 64]
     config = json.loads((tmp_path / "qs/train/checkpoints/last/config.json").read_text())
-    keys = config["policy"]["obs_keys"]
-    assert keys[0] == "agentview_image" and "object" in keys
+    assert config["policy"]["obs_keys"] == [
+        "agentview_image",
+        "robot0_eye_in_hand_image",
+        "robot0_eef_pos",
+        "robot0_eef_quat",
+        "robot0_gripper_qpos",
+    ]
     report = (tmp_path / "qs" / "report.md").read_text()
     assert "LiftCued" in report and "64x64" in report
     qs = tmp_path / "qs"

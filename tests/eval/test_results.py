@@ -101,3 +101,21 @@ def test_results_table_with_the_gated_write_and_final_state_loss(tmp_path):
     with pytest.raises(ValueError, match=r"asks for gated write \(--write-gate"):
         run_table("PointCue", (3,), ("lstm",), tmp_path, 4, 2, 2, write_gate=True)
     assert (cell / "ttm" / "eval" / "eval.json").stat().st_mtime_ns == stamp
+
+
+def test_object_state_is_a_labelled_ablation(tmp_path):
+    """`object_state` adds the simulator's object poses to the cameras and proprioception the
+    cells see by default (tests/eval/test_quickstart.py checks the default), and the row says
+    so."""
+    table = run_table("Lift", (), ("none",), tmp_path, 2, 2, 1, image_size=32, object_state=True)
+    assert table["object_state"] is True
+    keys = json.loads((tmp_path / "Lift" / "none" / "config.json").read_text())["model"]["obs_keys"]
+    assert keys == [
+        "agentview_image",
+        "robot0_eye_in_hand_image",
+        "robot0_eef_pos",
+        "robot0_eef_quat",
+        "robot0_gripper_qpos",
+        "object",
+    ]
+    assert "| Lift, object state (ablation) | " in (tmp_path / "results.md").read_text()

@@ -31,7 +31,7 @@ from ttm_policy.cores import CORES
 
 SUMMARISERS = ("tl-mha", "add-erase", "linear", "pool")  # "tl" is the default `ttm`
 CONFIGS = {core: (core, None) for core in CORES} | {f"ttm/{s}": ("ttm", s) for s in SUMMARISERS}
-STEPS, WINDOW, PER_RANK = 2, 4, 2
+STEPS, PER_RANK = 2, 2
 
 
 def tiny(core: str, summariser: str | None, obs_keys, image_size: int) -> PolicyConfig:
@@ -63,7 +63,7 @@ def main(data: Path, out: Path) -> None:
     obs_keys = infer_obs_keys(data)
     demos = load_demos(str(data), obs_keys, "train")
     image_size = next(demos.obs_shapes[k][0] for k in obs_keys if k.endswith("_image"))
-    data_cfg = DataConfig(path=str(data), obs_keys=obs_keys, window=WINDOW)
+    data_cfg = DataConfig(path=str(data), obs_keys=obs_keys)
     dataset = make_dataset(data_cfg, demos)
     sampler = StepBatchSampler(len(dataset), PER_RANK, rank=rank, world_size=world, seed=0)
     batches = [

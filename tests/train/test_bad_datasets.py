@@ -24,7 +24,7 @@ TINY = [
     "--model.ttm.mlp-dim", "64", "--model.conv-channels", "8", "8", "8", "8",
     "--model.head-hidden", "32", "--threads", "1",
 ]  # fmt: skip
-RUN = ["--steps", "1", "--batch-size", "2", "--window", "3", "--valid-every", "1"]
+RUN = ["--steps", "1", "--batch-size", "2", "--valid-every", "1"]
 RUN += ["--valid-batches", "1", "--log-every", "1", "--save-every", "1"]
 
 

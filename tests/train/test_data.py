@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from tests.conftest import ROBOMIMIC_FIXTURE as FIXTURE
 from train.data import (
@@ -17,10 +17,10 @@ from train.data import (
     DatasetError,
     EpisodeDataset,
     StepBatchSampler,
-    WindowDataset,
     compute_stats,
     load_demos,
     make_dataset,
+    trim_padding,
 )
 
 LOW_DIM = ("robot0_eef_pos", "robot0_gripper_qpos")
@@ -98,65 +98,70 @@ def test_demos_sorted_by_numeric_suffix(copy):
 # --------------------------------------------------------------------------- sampling
 
 
-def test_window_sampling(train_demos):
-    d, T = train_demos, 10
-    ds = WindowDataset(d, window=T)
-    assert len(ds) == 42 + 44  # a window at every start step (pad_end)
-    first = ds[0]
+def test_episode_sampling(train_demos):
+    """Every sample is one whole episode from its first step (training never starts mid-episode,
+    where a rollout would carry memory), padded past its end with its last frame."""
+    d = train_demos
+    ds = EpisodeDataset(d)
+    assert len(ds) == 2 and ds.max_len == 44
+    first = ds[0]  # demo_2, 42 steps
     assert (first["demo"].item(), first["start"].item()) == (0, 0)
-    assert (
-        first["obs"]["agentview_image"].shape == (T, 84, 84, 3)
-        and first["obs"]["agentview_image"].dtype == torch.uint8
-    )
-    assert first["obs"]["robot0_eef_pos"].shape == (T, 3) and first["actions"].shape == (T, 7)
-    assert first["is_first"].tolist() == [True] + [False] * (T - 1) and first["mask"].all()
-
-    # demo_3 (index 1) from step 5: inside the episode, not its start.
-    item = ds[42 + 5]
-    obs, actions = d.episode(1)
-    assert (item["demo"].item(), item["start"].item()) == (1, 5)
-    assert not item["is_first"].any() and item["mask"].all()
-    np.testing.assert_array_equal(
-        item["obs"]["robot0_eye_in_hand_image"].numpy(), obs["robot0_eye_in_hand_image"][5:15]
-    )
-    np.testing.assert_array_equal(item["actions"].numpy(), actions[5:15])
-
-    # demo_2 (index 0, 42 steps) from step 38: 4 real steps, then the last frame repeated.
-    item = ds[38]
+    img = first["obs"]["agentview_image"]
+    assert img.shape == (44, 84, 84, 3) and img.dtype == torch.uint8
+    assert first["obs"]["robot0_eef_pos"].shape == (44, 3) and first["actions"].shape == (44, 7)
+    assert first["is_first"].tolist() == [True] + [False] * 43
+    assert first["mask"].tolist() == [True] * 42 + [False] * 2
     obs, actions = d.episode(0)
-    assert item["mask"].tolist() == [True] * 4 + [False] * 6
     np.testing.assert_array_equal(
-        item["obs"]["robot0_eef_pos"].numpy()[:4], obs["robot0_eef_pos"][38:42]
+        first["obs"]["robot0_eef_pos"].numpy()[:42], obs["robot0_eef_pos"]
     )
+    np.testing.assert_array_equal(first["actions"].numpy()[:42], actions)
     np.testing.assert_array_equal(
-        item["obs"]["agentview_image"].numpy()[4:], np.repeat(obs["agentview_image"][-1:], 6, 0)
+        first["obs"]["agentview_image"].numpy()[42:], np.repeat(obs["agentview_image"][-1:], 2, 0)
     )
-    np.testing.assert_array_equal(item["actions"].numpy()[4:], np.repeat(actions[-1:], 6, 0))
-
+    np.testing.assert_array_equal(first["actions"].numpy()[42:], np.repeat(actions[-1:], 2, 0))
+    second = ds[1]  # demo_3, 44 steps: no padding
+    obs, _ = d.episode(1)
+    assert second["mask"].all() and second["is_first"][0] and not second["is_first"][1:].any()
+    np.testing.assert_array_equal(
+        second["obs"]["robot0_eye_in_hand_image"].numpy(), obs["robot0_eye_in_hand_image"]
+    )
     # every sample carries its episode's last low-dim values (hindsight goal), never images
-    for i, e in ((0, 0), (42 + 5, 1), (38, 0)):
-        final = ds[i]["final"]
+    for e in (0, 1):
+        final = ds[e]["final"]
         assert set(final) == {k for k in d.obs if not k.endswith("_image")}
         np.testing.assert_array_equal(
             final["robot0_eef_pos"].numpy(), d.episode(e)[0]["robot0_eef_pos"][-1]
         )
 
-    full = WindowDataset(d, window=T, pad_end=False)
-    assert len(full) == (42 - T + 1) + (44 - T + 1)
-    assert all(full[i]["mask"].all() for i in (0, len(full) - 1))
-
 
 def test_action_chunks(train_demos):
-    d, T, K = train_demos, 6, 4
-    ds = WindowDataset(d, window=T, action_horizon=K)
-    item = ds[36]  # demo_2 (42 steps) from step 36: steps 36..41 real
+    d, K = train_demos, 4
+    item = EpisodeDataset(d, action_horizon=K)[0]  # demo_2: steps 0..41 real, 42..43 padding
     _, actions = d.episode(0)
-    assert item["actions"].shape == (T, K, 7) and item["action_mask"].shape == (T, K)
-    for t in range(T):
+    assert item["actions"].shape == (44, K, 7) and item["action_mask"].shape == (44, K)
+    for t in range(36, 44):
         for j in range(K):
-            step = 36 + t + j
+            step = t + j
             assert item["action_mask"][t, j].item() == (step < 42)
             np.testing.assert_array_equal(item["actions"][t, j].numpy(), actions[min(step, 41)])
+
+
+def test_trim_padding_cuts_a_batch_to_its_longest_episode(train_demos):
+    ds = EpisodeDataset(train_demos, max_len=50)  # padded past every episode
+    both = default_collate([ds[0], ds[1]])
+    assert both["mask"].shape == (2, 50)
+    cut = trim_padding(both)
+    assert cut["mask"].shape == (2, 44) and cut["mask"].sum().item() == 42 + 44
+    assert cut["obs"]["agentview_image"].shape == (2, 44, 84, 84, 3)
+    assert cut["actions"].shape == (2, 44, 7) and cut["is_first"].shape == (2, 44)
+    for k, v in both["final"].items():  # per episode, not per step: untouched
+        assert torch.equal(cut["final"][k], v)
+    assert torch.equal(cut["obs"]["robot0_eef_pos"], both["obs"]["robot0_eef_pos"][:, :44])
+    short = trim_padding(default_collate([ds[0]]))  # demo_2 alone: 42 steps
+    assert short["mask"].shape == (1, 42) and short["mask"].all()
+    chunks = trim_padding(default_collate([EpisodeDataset(train_demos, action_horizon=3)[0]]))
+    assert chunks["actions"].shape == (1, 42, 3, 7) and chunks["action_mask"].shape == (1, 42, 3)
 
 
 def test_episode_mode_pads_to_longest(train_demos):
@@ -174,7 +179,7 @@ def test_episode_mode_pads_to_longest(train_demos):
 
 
 def test_make_dataset_from_config(train_demos):
-    cfg = DataConfig(path=str(FIXTURE), mode="episode", action_horizon=2)
+    cfg = DataConfig(path=str(FIXTURE), action_horizon=2)
     ds = make_dataset(cfg, train_demos)
     assert isinstance(ds, EpisodeDataset) and ds[0]["actions"].shape == (44, 2, 7)
 
@@ -182,12 +187,10 @@ def test_make_dataset_from_config(train_demos):
 def test_config_validation_says_how_to_fix():
     with pytest.raises(ValueError, match="--data.path"):
         DataConfig(path="")
-    with pytest.raises(ValueError, match="window=0"):
-        DataConfig(path="x.hdf5", window=0)
     with pytest.raises(ValueError, match="more than once"):
         DataConfig(path="x.hdf5", obs_keys=("robot0_eef_pos", "robot0_eef_pos"))
-    with pytest.raises(ValueError, match="'window' or 'episode'"):
-        DataConfig(path="x.hdf5", mode="windows")
+    with pytest.raises(ValueError, match="action_horizon=-1"):
+        DataConfig(path="x.hdf5", action_horizon=-1)
 
 
 def test_stats_match_numpy(train_demos):
@@ -310,7 +313,7 @@ def test_unreadable_and_malformed_files(tmp_path):
         load_demos(no_data, LOW_DIM)
 
 
-def test_mask_naming_unknown_demo_and_too_long_window(copy, train_demos):
+def test_mask_naming_unknown_demo_and_too_short_max_len(copy, train_demos):
     with h5py.File(copy, "r+") as f:
         del f["mask/valid"]
         f["mask"].create_dataset("valid", data=np.array([b"demo_4", b"demo_7"]))
@@ -318,5 +321,5 @@ def test_mask_naming_unknown_demo_and_too_long_window(copy, train_demos):
         DatasetError, match=r"mask/valid names demos \['demo_7'\] that are not in data/"
     ):
         load_demos(copy, LOW_DIM, "valid")
-    with pytest.raises(DatasetError, match="no full 50-step window fits"):
-        WindowDataset(train_demos, window=50, pad_end=False)
+    with pytest.raises(DatasetError, match="44 steps exceed max_len=40"):
+        EpisodeDataset(train_demos, max_len=40)

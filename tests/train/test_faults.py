@@ -29,7 +29,7 @@ def demos(tmp_path_factory) -> Path:
 
 
 def config(demos: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(dataset=demos, out=out, steps=10, batch_size=2, window=6, threads=1)
+    base = dict(dataset=demos, out=out, steps=10, batch_size=2, threads=1)
     base |= dict(save_every=5, log_every=1, valid_every=0)
     return tiny(TrainConfig(**{**base, **kw}))
 
@@ -39,7 +39,7 @@ def cli(demos: Path, out: Path, *extra) -> list[str]:
     tiny_flags += ["8", "--model.ttm.mlp-dim", "64", "--model.conv-channels", "8", "16", "16"]
     tiny_flags += ["32", "--model.head-hidden", "64", "--model.lstm.hidden", "32"]
     tiny_flags += ["--model.transformer.layers", "1", "--threads", "1"]
-    args = ["--dataset", demos, "--out", out, "--batch-size", 2, "--window", 6]
+    args = ["--dataset", demos, "--out", out, "--batch-size", 2]
     args += ["--save-every", 5, "--log-every", 1, "--valid-every", 0, *tiny_flags, *extra]
     return [str(a) for a in args]
 
@@ -143,14 +143,27 @@ def test_resume_refuses_another_model_or_data_and_records_other_changes(demos, t
         main(cli(demos, out, "--steps", 10, "--resume", "--seed", "3"))
     assert e.value.code == 2 and "--seed differ" in capsys.readouterr().err
     main(cli(demos, out, "--steps", 10, "--resume", "--lr", "1e-4"))
-    assert "lr 0.0003 -> 0.0001" in capsys.readouterr().err
+    assert "lr 0.002 -> 0.0001" in capsys.readouterr().err
     record = json.loads((out / "resumes.jsonl").read_text())
-    assert record["step"] == 5 and record["changed"]["lr"] == [0.0003, 0.0001]
+    assert record["step"] == 5 and record["changed"]["lr"] == [0.002, 0.0001]
     before = (out / "summary.json").read_text()
     main(cli(demos, out, "--steps", 10, "--resume", "--lr", "1e-4"))  # already finished
     assert "already finished at step 10" in capsys.readouterr().err
     assert (out / "summary.json").read_text() == before
     assert json.loads(before)["final_loss"] is not None
+
+
+def test_resume_refuses_a_run_trained_on_windows(demos, tmp_path, capsys):
+    """Runs of earlier versions trained on windows with a memory reset that inference never
+    makes; continuing one would mix the two. The resume says so."""
+    out = tmp_path / "run"
+    assert main(cli(demos, out, "--steps", 5)) is None
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "mode": "window", "window": 10}))
+    with pytest.raises(SystemExit) as e:
+        main(cli(demos, out, "--steps", 10, "--resume"))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "10-step windows" in err and "another --out" in err
 
 
 # ----------------------------------------------------------------------------- divergence

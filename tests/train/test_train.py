@@ -99,7 +99,6 @@ def test_smoke_each_core_trains_saves_and_acts_in_the_env(demos, tmp_path, polic
         policy=policy,
         steps=4,
         batch_size=2,
-        window=6,
         save_every=2,
         log_every=1,
         valid_every=2,
@@ -110,6 +109,8 @@ def test_smoke_each_core_trains_saves_and_acts_in_the_env(demos, tmp_path, polic
     assert summary["steps"] == 4
     lines = [json.loads(x) for x in (cfg.out / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2, 3, 4]
+    train_s = [x["charts/train_s"] for x in lines]  # the learning-curve clock
+    assert all(0 < a < b for a, b in zip(train_s, train_s[1:])), train_s
     assert all(np.isfinite(x["losses/total"]) for x in lines) and "valid/loss" in lines[1]
     assert json.loads((cfg.out / "config.json").read_text())["model"]["core"] == policy
     assert sorted(p.name for p in (cfg.out / "checkpoints").iterdir()) == ["2", "4", "last"]
@@ -129,7 +130,6 @@ def test_loss_falls(demos, tmp_path):
         out=tmp_path / "run",
         steps=40,
         batch_size=8,
-        window=8,
         warmup=5,
         lr=1e-3,
         log_every=5,
@@ -153,8 +153,6 @@ def test_kill_9_between_checkpoints_then_resume_matches_an_uninterrupted_run(dem
         40,
         "--batch-size",
         4,
-        "--window",
-        6,
         "--save-every",
         10,
         "--log-every",
@@ -212,9 +210,6 @@ def test_torchrun_two_cpu_ranks_match_one_process(demos, tmp_path):
         6,
         "--batch-size",
         4,
-        "--window",
-        6,
-        "--no-pad-end",
         "--save-every",
         6,
         # Rank 0 alone validates and rolls out at step 3 while rank 1 waits at the barrier
@@ -233,8 +228,8 @@ def test_torchrun_two_cpu_ranks_match_one_process(demos, tmp_path):
         '{"max_steps": 20}',
         "--warmup",
         1,
-        "--model.crop-size",
-        48,
+        "--crop",
+        0.75,
         *TINY,
     ]
     ddp = run_cli(*common, "--out", tmp_path / "ddp", torchrun=True, timeout=600)
@@ -305,7 +300,6 @@ def test_ema_checkpoint_and_wandb_offline(demos, tmp_path):
         out=tmp_path / "run",
         steps=3,
         batch_size=2,
-        window=4,
         ema=0.9995,  # a realistic decay: 0.5 keeps integer arithmetic exact
         save_every=3,
         log_every=1,
@@ -359,7 +353,6 @@ def test_rollouts_during_training_keep_a_best_checkpoint(demos, tmp_path):
         out=tmp_path / "run",
         steps=4,
         batch_size=2,
-        window=4,
         save_every=4,
         log_every=4,
         valid_every=0,
@@ -399,3 +392,16 @@ def test_rollouts_during_training_keep_a_best_checkpoint(demos, tmp_path):
     assert best["step"] in (2, 4) and best["episodes_run"] == 2
     TTMPolicy.from_pretrained(cfg.out / "checkpoints" / "best")
     assert (cfg.out / "rollouts" / "2" / "video_0.mp4").stat().st_size > 0
+
+    # The learning curve reads those rollouts against the training clock.
+    from eval.curves import plot_curves, time_to
+
+    curve = plot_curves({"ttm": cfg.out}, tmp_path / "curve.png", "PointCue", target=0.0)
+    points = curve["runs"]["ttm"]["points"]
+    assert [p["step"] for p in points] == [2, 4]
+    assert [p["success"] for p in points] == rates
+    assert 0 < points[0]["train_s"] < points[1]["train_s"]
+    assert curve["runs"]["ttm"]["time_to_target_s"] == points[0]["train_s"]  # 0% reached at once
+    assert time_to(points, 1.01) is None
+    assert (tmp_path / "curve.png").stat().st_size > 5_000
+    assert json.loads((tmp_path / "curve.json").read_text())["runs"]["ttm"]["points"] == points

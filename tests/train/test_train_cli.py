@@ -6,13 +6,15 @@ from pathlib import Path
 import pytest
 import tyro
 
-from train.train import TrainConfig, main
+from train.presets import cpu_model, gpu_model, preset
+from train.train import TrainConfig, main, parse_args
 from ttm_policy import CausalTransformerConfig, LSTMConfig, TTMConfig
 
 FILLED = (
     "--model.obs-keys",  # --obs-keys or the dataset's keys
     "--model.core",  # --policy
     "--model.image-size",  # the dataset's images
+    "--model.crop-size",  # --crop, a fraction of the dataset's image side
     "--model.ttm.dim",  # --model.dim, for every core
     "--model.lstm.dim",
     "--model.transformer.dim",
@@ -32,7 +34,7 @@ def test_help_lists_no_flag_that_does_nothing(monkeypatch, capsys):
     assert e.value.code == 0
     flags = set(capsys.readouterr().out.replace(",", " ").split())
     assert {"--policy", "--obs-keys", "--model.dim", "--model.ttm.layers"} <= flags
-    assert {"--model.lstm.hidden", "--model.transformer.window", "--model.crop-size"} <= flags
+    assert {"--model.lstm.hidden", "--model.transformer.window", "--crop"} <= flags
     assert not flags & set(FILLED)
 
 
@@ -47,7 +49,7 @@ def test_defaults_are_unchanged_and_dim_reaches_every_core():
     """The default invocation builds the very config it built before; --model.dim reaches every
     core, and the per-core flags that remain take effect."""
     cfg = tyro.cli(TrainConfig, args=["--dataset", "d.hdf5"])
-    assert cfg == TrainConfig(dataset=Path("d.hdf5"))
+    assert cfg == TrainConfig(dataset=Path("d.hdf5")) == parse_args(["--dataset", "d.hdf5"])
     args = ["--dataset", "d.hdf5", "--model.dim", "96", "--model.ttm.heads", "12"]
     args += ["--model.transformer.heads", "12", "--model.ttm.summariser", "linear"]
     m = tyro.cli(TrainConfig, args=args).model
@@ -56,3 +58,21 @@ def test_defaults_are_unchanged_and_dim_reaches_every_core():
     assert m.ttm.dim == m.lstm.dim == m.transformer.dim == 96
     assert m.ttm.heads == m.transformer.heads == 12 and m.ttm.summariser == "linear"
     assert m.ttm.input_tokens == m.lstm.input_tokens == m.num_tokens
+
+
+def test_the_default_is_the_cpu_preset_and_one_flag_picks_the_gpu_one(capsys):
+    """`ttm-train --dataset X` alone trains preset cpu (the recipe of the results), which is
+    also TrainConfig's own defaults; `--preset gpu` starts from the paper-sized model, and
+    flags still override it."""
+    cpu = parse_args(["--dataset", "d.hdf5"])
+    assert cpu == preset("cpu", dataset=Path("d.hdf5")) == TrainConfig(dataset=Path("d.hdf5"))
+    assert cpu.model == cpu_model() and cpu.model.dim == 32 and cpu.model.ttm.memory_tokens == 8
+    assert (cpu.batch_size, cpu.lr, cpu.crop) == (16, 2e-3, 0.9)
+    gpu = parse_args(["--dataset", "d.hdf5", "--preset", "gpu"])
+    assert gpu.model == gpu_model() and gpu.model.dim == 128 and gpu.model.ttm.layers == 4
+    assert (gpu.batch_size, gpu.lr, gpu.steps) == (64, 3e-4, 20000)
+    mixed = parse_args(["--preset=gpu", "--dataset", "d.hdf5", "--steps", "7", "--model.dim", "64"])
+    assert (mixed.steps, mixed.model.dim, mixed.batch_size) == (7, 64, 64)
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--dataset", "d.hdf5", "--preset", "laptop"])
+    assert e.value.code == 2 and "choose one of cpu, gpu" in capsys.readouterr().err
