@@ -141,6 +141,9 @@ class PolicyConfig:
     """Action head: continuous regression, gmm (robomimic), discrete (RT-1 bins)."""
     loss: Literal["l1", "mse"] = "l1"
     """Regression loss of the continuous head (ACT uses L1, robomimic BC uses MSE)."""
+    binary_gripper: bool = False
+    """Continuous head: the last action dimension (the gripper) as a binary open/close
+    output trained by cross-entropy, not a regressed value (docs/results.md, PickPlaceCan)."""
     head_input: Literal["flatten", "mean"] = "flatten"
     """How the core's R output tokens become the head's input: concatenated, or averaged."""
     head_hidden: int = 256
@@ -205,6 +208,11 @@ class PolicyConfig:
         _check_choice("lowdim_tokens", self.lowdim_tokens, ("concat", "per_key"))
         _check_choice("head_input", self.head_input, ("flatten", "mean"))
         _check_choice("chunk_execution", self.chunk_execution, ("queue", "ensemble"))
+        if self.binary_gripper and self.head != "continuous":
+            raise ValueError(
+                f"PolicyConfig.binary_gripper needs head='continuous' (got {self.head!r}); the "
+                "gmm and discrete heads model the gripper's two values already"
+            )
         if self.action_dim < 1 or self.action_horizon < 1:
             raise ValueError(
                 f"PolicyConfig.action_dim={self.action_dim}, action_horizon={self.action_horizon}: "

@@ -36,7 +36,12 @@ def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 class ContinuousHead(nn.Module):
-    """Regresses the K x A actions directly; L1 (ACT, RT-1-free BC) or MSE (robomimic BC)."""
+    """Regresses the K x A actions directly; L1 (ACT, RT-1-free BC) or MSE (robomimic BC).
+
+    `binary_gripper`: the last action dimension (the gripper, open -1 / close +1 once
+    normalised) is a logit trained by binary cross-entropy on `target > 0`, and predicted as
+    -1 or +1 (its sign), instead of a regressed value that must flip on nearly the same
+    observation; the other dimensions are regressed as before."""
 
     def __init__(
         self,
@@ -46,11 +51,13 @@ class ContinuousHead(nn.Module):
         horizon: int = 1,  # K = 1: one action per step (no chunks)
         hidden: int = 256,  # small next to the core; enough for a 7-D output
         loss: Literal["l1", "mse"] = "l1",  # ACT found L1 better than MSE for chunks
+        binary_gripper: bool = False,
     ):
         super().__init__()
         if loss not in ("l1", "mse"):
             raise ValueError(f"ContinuousHead loss={loss!r}: use 'l1' or 'mse'")
         self.K, self.A, self.kind = horizon, action_dim, loss
+        self.binary_gripper = binary_gripper
         self.net = trunk(in_dim, hidden, horizon * action_dim)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -58,11 +65,21 @@ class ContinuousHead(nn.Module):
 
     def loss(self, params, target, valid):
         err = (params - target).abs() if self.kind == "l1" else (params - target).square()
+        parts = {}
+        if self.binary_gripper:  # the last column: BCE of its logit against target > 0
+            bce = F.binary_cross_entropy_with_logits(
+                params[..., -1], (target[..., -1] > 0).to(params.dtype), reduction="none"
+            )  # (..., K)
+            parts["gripper_bce"] = masked_mean(bce, valid)
+            err = torch.cat([err[..., :-1], bce.unsqueeze(-1)], dim=-1)
         loss = masked_mean(err.mean(-1), valid)  # mean over A, then over valid (..., K)
-        return loss, {self.kind: loss}
+        return loss, {self.kind: loss, **parts}
 
     def predict(self, params, sample: bool = False) -> torch.Tensor:
-        return params  # (..., K, A); deterministic either way
+        if not self.binary_gripper:
+            return params  # (..., K, A); deterministic either way
+        gripper = torch.where(params[..., -1:] > 0, 1.0, -1.0).to(params.dtype)  # (..., K, 1)
+        return torch.cat([params[..., :-1], gripper], dim=-1)
 
 
 class GMMHead(nn.Module):

@@ -72,7 +72,9 @@ class PolicyNetwork(nn.Module):
         in_dim = R * D if cfg.head_input == "flatten" else D
         common = dict(in_dim=in_dim, action_dim=cfg.action_dim, horizon=cfg.action_horizon)
         if cfg.head == "continuous":
-            self.head = ContinuousHead(hidden=cfg.head_hidden, loss=cfg.loss, **common)
+            self.head = ContinuousHead(
+                hidden=cfg.head_hidden, loss=cfg.loss, binary_gripper=cfg.binary_gripper, **common
+            )
         elif cfg.head == "gmm":
             self.head = GMMHead(
                 hidden=cfg.head_hidden, modes=cfg.gmm_modes, min_std=cfg.gmm_min_std, **common

@@ -28,6 +28,8 @@ class TrainThroughput:
     """Training preset whose model and batch are timed (train/presets.py)."""
     batch_size: int | None = None
     """Episodes per step; None: the preset's."""
+    crop: float | None = None
+    """Training crop as a fraction of the image side; None: the preset's."""
     steps: int = 10
     """Timed optimiser steps per core (after 2 warm-up steps); the median is reported."""
     threads: int = 1
@@ -63,6 +65,8 @@ class TrainThroughput:
         train_cfg = preset(self.preset, dataset=self.dataset, steps=self.steps + 2)
         if self.batch_size:
             train_cfg.batch_size = self.batch_size
+        if self.crop:
+            train_cfg.crop = self.crop
         batch_size = train_cfg.batch_size
         sampler = StepBatchSampler(len(data), batch_size)
         crop = max(1, round(train_cfg.crop * size))

@@ -42,10 +42,11 @@ def _as_tuple(state):
     return (state,) if isinstance(state, torch.Tensor) else tuple(state)
 
 
-@pytest.mark.parametrize("core", CORES)
+@pytest.mark.parametrize("core", [*CORES, "ttm+binary-gripper"])
 def test_onnx_matches_pytorch_over_a_real_episode(core, episode, stats, tmp_path):
     observations, _ = episode
-    policy = tiny_policy(core, stats)
+    core, _, option = core.partition("+")
+    policy = tiny_policy(core, stats, **({"binary_gripper": True} if option else {}))
     runtime = OnnxPolicy(export_tiny(tmp_path, policy, core))
     names = [s["name"] for s in runtime.spec["state"]]
     with torch.no_grad():

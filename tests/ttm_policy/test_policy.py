@@ -165,6 +165,31 @@ def test_trains(core, head, loss, batch, stats):
     assert last < first - 0.25 * abs(first), f"{core}/{head}: loss {first:.3f} -> {last:.3f}"
 
 
+def test_binary_gripper(batch, demos, stats):
+    """The gripper as a binary output: its column is trained by cross-entropy on target > 0
+    and acts as exactly open or closed; the other columns are regressed as before."""
+    from ttm_policy.heads import ContinuousHead
+
+    head = ContinuousHead(in_dim=4, action_dim=3, binary_gripper=True)
+    params = torch.tensor([[[0.5, -0.5, 2.0]]])  # (1, K=1, A=3): gripper logit 2
+    target = torch.tensor([[[0.0, 0.0, -1.0]]])  # the gripper should be open
+    loss, parts = head.loss(params, target, torch.ones(1, 1, dtype=torch.bool))
+    bce = torch.nn.functional.softplus(torch.tensor(2.0))  # -log(1 - sigmoid(2))
+    torch.testing.assert_close(parts["gripper_bce"], bce)
+    torch.testing.assert_close(loss, (0.5 + 0.5 + bce) / 3)
+    assert head.predict(params)[0, 0].tolist() == [0.5, -0.5, 1.0]
+    assert head.predict(-params)[0, 0, 2].item() == -1.0
+
+    policy = TTMPolicy(tiny(binary_gripper=True), stats)
+    loss, metrics = policy(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and metrics["losses/gripper_bce"] > 0
+    acts = rollout(policy, episode_obs(demos)[:5])
+    assert set(np.unique(acts[:, 6]).tolist()) <= {-1.0, 1.0}
+    with pytest.raises(ValueError, match="binary_gripper needs head='continuous'"):
+        tiny(head="gmm", binary_gripper=True)
+
+
 def test_aux_final_loss(demo_path, batch, stats):
     """aux_final_keys adds an L1 on the episode's final low-dim values, predicted at every
     valid step: it is logged, weighted into the total, and trains the aux head and the core."""
