@@ -89,8 +89,10 @@ def test_readme_command_parses(command):
     argv = shlex.split(command)
     cls, args = config_for(argv)
     if cls is not None:
-        try:
-            tyro.cli(cls, args=args)  # SystemExit(2) on an unknown flag or a bad value
+        from train.train import TrainConfig, parse_args
+
+        try:  # SystemExit(2) on an unknown flag or a bad value; ttm-train also takes --preset
+            parse_args(args) if cls is TrainConfig else tyro.cli(cls, args=args)
         except SystemExit as e:
             assert e.code == 0, f"{command!r} does not parse"  # 0: the command asked for --help
     elif argv[0] == "bash":

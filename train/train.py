@@ -612,7 +612,26 @@ def batches(cfg: TrainConfig, data: Data, dist: Dist, step: int):
         seed=cfg.seed,
         start_step=step,
     )
-    return map(trim_padding, DataLoader(data.dataset, batch_sampler=sampler, num_workers=0))
+    # Its own generator: a DataLoader iterator draws a seed from the global torch RNG when it
+    # is made, which would shift a resumed run's crops by one draw (the RNG is restored first).
+    loader = DataLoader(
+        data.dataset, batch_sampler=sampler, num_workers=0, generator=torch.Generator()
+    )
+    return map(trim_padding, loader)
+
+
+def rank_weight(batch: dict, device: torch.device) -> float:
+    """Under DDP, this rank's share of the global batch's real steps times the world size (1
+    in one process). The loss is a mean over this rank's real steps and DDP averages the ranks'
+    gradients; episodes differ in length, so without this weight a step of a short slice would
+    count more than one of a long slice, and the gradient would not be the single-process
+    gradient of the same global batch (one all-reduce of a count per step)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return 1.0
+    mine = batch["mask"].sum().to(device, torch.float64)
+    total = mine.clone()
+    torch.distributed.all_reduce(total)
+    return float(mine * torch.distributed.get_world_size() / total.clamp_min(1.0))
 
 
 def train_step(model, policy, opt, batch: dict, step: int, cfg: TrainConfig, ema=None) -> dict:
@@ -631,6 +650,7 @@ def train_step(model, policy, opt, batch: dict, step: int, cfg: TrainConfig, ema
     )
     with amp:
         loss, metrics = model(batch)
+    loss = loss * rank_weight(batch, device)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = float(  # one host sync per step; the loss is already a float in metrics
