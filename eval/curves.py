@@ -73,13 +73,14 @@ def plot_curves(runs: dict[str, Path], out: Path, title: str, target: float = 0.
         if reached is not None:
             ax.axvline(reached / 60, color=line.get_color(), ls="--", lw=1)
             ax.annotate(
-                f"{reached / 60:.0f} min", (reached / 60, target), color=line.get_color(),
+                f"{reached / 60:.1f} min", (reached / 60, target), color=line.get_color(),
                 textcoords="offset points", xytext=(3, -12), fontsize=8,
             )  # fmt: skip
         payload["runs"][label] = {"run": str(run), "points": pts, "time_to_target_s": reached}
     ax.axhline(target, color="grey", lw=0.8, ls=":")
     ax.set(xlabel="training time (minutes, optimiser steps only)", ylabel="rollout success",
-           ylim=(-0.02, 1.02), title=title)  # fmt: skip
+           ylim=(-0.02, 1.02))  # fmt: skip
+    ax.set_title(title, fontsize=9)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     out.parent.mkdir(parents=True, exist_ok=True)
