@@ -323,10 +323,17 @@ def check_resumable(cfg: TrainConfig, policy, ck: Path, say: bool = True) -> Non
             f.write(json.dumps({"step": step, "changed": changed}, default=str) + "\n")
 
 
-def saved_train_seconds(out: Path) -> float:
-    """`train_s` of the newest checkpoint in `out` (0 for runs saved before it was recorded)."""
-    found = find_resume_checkpoint(out, say=False)
-    return float(found[1].get("train_s", 0.0)) if found else 0.0
+def saved_train_seconds(out: Path, step: int) -> float:
+    """`train_s` of the checkpoint at `step` in `out` (the one a resume loaded; 0 for runs
+    saved before it was recorded). Reads only its trainer_state.json."""
+    for ck in (out / "checkpoints" / str(step), out / "checkpoints" / "last"):
+        try:
+            state = json.loads((ck / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(state, dict) and state.get("step") == step:
+            return float(state.get("train_s", 0.0))
+    return 0.0
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -880,7 +887,7 @@ def train(cfg: TrainConfig) -> dict:
     # Seconds in optimiser steps (data included; validation, rollouts and checkpoints not):
     # the x axis of a learning curve, `charts/train_s`, continued across a resume; the
     # throughput charts divide by it too.
-    train_s = s_last = saved_train_seconds(cfg.out) if start_step else 0.0
+    train_s = s_last = saved_train_seconds(cfg.out, start_step) if start_step else 0.0
     while step < cfg.steps:
         t_step = time.perf_counter()
         batch = next(loader)

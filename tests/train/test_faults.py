@@ -122,6 +122,18 @@ def test_resume_skips_damaged_checkpoints_and_cleans_leftovers(demos, tmp_path, 
     assert not (root / ".5.old-999999999-x").exists()
 
 
+def test_the_training_clock_continues_across_a_resume(demos, tmp_path):
+    """`charts/train_s` (the learning curves' clock) resumes from the checkpoint's value."""
+    out = tmp_path / "run"
+    assert main(cli(demos, out, "--steps", 5)) is None
+    saved = json.loads((out / "checkpoints" / "5" / "trainer_state.json").read_text())["train_s"]
+    assert main(cli(demos, out, "--steps", 10, "--resume")) is None
+    rows = strict_rows(out / "metrics.jsonl")
+    clock = [r["charts/train_s"] for r in rows]
+    assert saved > 0 and clock[4] == saved  # step 5, logged before the resume
+    assert all(a < b for a, b in zip(clock, clock[1:])) and clock[5] > saved
+
+
 def test_resume_from_last_alone_and_from_nothing(demos, tmp_path, capsys):
     out = tmp_path / "run"
     train(config(demos, out, steps=5, save_every=5))
