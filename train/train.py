@@ -207,6 +207,11 @@ def infer_obs_keys(path: Path) -> tuple[str, ...]:
     return tuple(images) + tuple(k for k in STANDARD_LOWDIM if k in keys)
 
 
+def crop_side(fraction: float, image_size: int) -> int:
+    """Side in pixels of the training crop that --crop (a fraction of the side) asks for."""
+    return max(1, round(fraction * image_size))
+
+
 def checkpoint_steps(out: Path) -> list[int]:
     """Steps of the complete numbered checkpoints in `out/checkpoints`, ascending."""
     root = out / "checkpoints"
@@ -525,7 +530,7 @@ def build_data(cfg: TrainConfig, main_rank: bool) -> Data:
             f"{cfg.dataset}: cameras differ in size {sorted(image_sizes)}; use one size"
         )
     image_size = image_sizes.pop() if image_sizes else cfg.model.image_size
-    crop = max(1, round(cfg.crop * image_size))
+    crop = crop_side(cfg.crop, image_size)
     model_cfg = replace(
         cfg.model, obs_keys=obs_keys, core=cfg.policy, image_size=image_size, crop_size=crop
     )

@@ -228,17 +228,13 @@ class TTMPolicy(nn.Module):
     ) -> torch.Tensor:
         """Sequence form of inference: obs key -> (B, T, ...) -> the chunks every step
         predicts, un-normalised and clipped, (B, T, K, A). Central crop, most likely action;
-        memory reset at t = 0 and where `is_first` (B, T). No queue / ensembling."""
-        B, T = next(iter(obs.values())).shape[:2]
-        obs = {k: v.to(self.device) for k, v in obs.items()}
-        reset = torch.zeros(B, T, dtype=torch.bool, device=self.device)
-        reset[:, 0] = True
-        if is_first is not None:
-            reset |= is_first.to(self.device, torch.bool)
+        memory reset at t = 0 and where `is_first` (B, T): the training forward in eval mode
+        (`sequence_features`). No queue / ensembling."""
+        batch = {"obs": obs} if is_first is None else {"obs": obs, "is_first": is_first}
         was_training = self.training
         self.eval()
         try:
-            feats = self.net(self.normalize_obs(obs), reset, random_crop=False)  # (B, T, F)
+            feats = self.sequence_features(batch)  # (B, T, F), central crops
             chunks = self.head.predict(self.head(feats))  # (B, T, K, A)
         finally:
             self.train(was_training)

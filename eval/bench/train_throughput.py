@@ -50,7 +50,7 @@ class TrainThroughput:
             trim_padding,
         )
         from train.presets import preset
-        from train.train import infer_obs_keys, train_step
+        from train.train import crop_side, infer_obs_keys, train_step
         from ttm_policy import TTMPolicy
 
         torch.manual_seed(0)
@@ -69,7 +69,7 @@ class TrainThroughput:
             train_cfg.crop = self.crop
         batch_size = train_cfg.batch_size
         sampler = StepBatchSampler(len(data), batch_size)
-        crop = max(1, round(train_cfg.crop * size))
+        crop = crop_side(train_cfg.crop, size)
         results = {}
         for core in tqdm(self.cores, desc="train-throughput", unit="core"):
             cfg = replace(
