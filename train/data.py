@@ -23,12 +23,14 @@ Demos are sorted by their numeric suffix (demo_2 < demo_10) and their arrays con
 along time into one array per key, decoded once (images stay uint8, low-dim and actions
 become float32). Every sample is then a fancy-index into those arrays.
 
-A sample is one whole episode from its first step (`EpisodeDataset`; `default_collate` adds B
-in front). Training never starts a sequence mid-episode: the memory a policy carries at step t
-of a rollout is the memory of steps 0..t-1, so training unrolls the same steps (see
-`ttm_policy.policy.TTMPolicy.forward`; `PolicyConfig.bptt` truncates the gradient, not the
-memory). The 10-step windows with a memory reset at every window start that earlier versions
-trained on are gone: inference never made that reset.
+A sample is one whole episode from its first step (`EpisodeDataset`), or a piece of
+`chunk` consecutive steps of one (`ChunkDataset`, indexed by `EpisodeStreams`, which has every
+batch row read its episode piece after piece while the trainer carries the row's memory from
+one piece to the next); `default_collate` adds B in front. Either way the memory a policy
+holds at step t is the memory of steps 0..t-1 of the same episode, as in a rollout (see
+`ttm_policy.policy.TTMPolicy.sequence_features`; pieces and `PolicyConfig.bptt` truncate the
+gradient, not the memory). The 10-step windows with a memory reset at every window start that
+earlier versions trained on are gone: inference never made that reset.
 
     obs/<camera>_image  (T, H, W, 3) uint8   not normalised, not cropped (the model does that)
     obs/<low-dim key>   (T, D)       float32 raw (normalise with `compute_stats`)
@@ -654,3 +656,99 @@ class StepBatchSampler(Sampler[list[int]]):
         while True:
             yield self.batch(step)
             step += 1
+
+
+_USED_UP = 2**40  # a lane's first step before it holds an episode
+
+
+class EpisodeStreams(Sampler[list[tuple[int, int]]]):
+    """Endless batches of consecutive `chunk`-step pieces of episodes: (demo, first step) per lane.
+
+    Each of the `world_size * batch_size` lanes reads one episode from its first step in
+    pieces of `chunk` steps, one piece per optimiser step, and takes the next episode when its
+    current one is used up. The trainer carries each lane's memory from one piece to the next
+    (detached), so every step is trained from the memory a rollout would hold there, at the
+    cost of `chunk` steps per lane, however long the episodes are (`TrainConfig.chunk`).
+    Episodes come in the order of `StepBatchSampler`'s permutations (seed, epoch), taken by
+    the lanes that need one, in lane order; so when no episode is longer than `chunk`, every
+    lane takes a new episode at every step and the batches are exactly `StepBatchSampler`'s.
+    Lane `rank * batch_size + i` is row i of rank `rank`. A pure function of (seed, lengths,
+    step): resume-exact without saved sampler state (the lanes' memory is saved by the
+    trainer)."""
+
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        batch_size: int,
+        chunk: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        start_step: int = 0,
+    ) -> None:
+        if chunk < 1:
+            raise ValueError(f"EpisodeStreams needs chunk >= 1, got {chunk}")
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.order = StepBatchSampler(len(self.lengths), batch_size, seed=seed)  # validates
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+        self.batch_size, self.chunk, self.rank, self.world_size = (
+            batch_size,
+            chunk,
+            rank,
+            world_size,
+        )
+        self.start_step = start_step
+        G = batch_size * world_size
+        self._demo = np.zeros(G, dtype=np.int64)
+        self._start = np.zeros(G, dtype=np.int64)
+        self._restart()
+
+    def _restart(self) -> None:
+        self._step, self._drawn = -1, 0  # before step 0, every lane used up
+        self._start[:] = _USED_UP
+
+    def _advance(self) -> None:
+        """Move every lane to its piece of the next step; lanes whose episode is used up take
+        the next episode of the permutation stream, in lane order."""
+        self._start += self.chunk
+        self._step += 1
+        n = self.order.n
+        for lane in np.flatnonzero(self._start >= self.lengths[self._demo]):
+            self._demo[lane] = self.order._perm(self._drawn // n)[self._drawn % n]
+            self._start[lane] = 0
+            self._drawn += 1
+
+    def batch(self, step: int) -> list[tuple[int, int]]:
+        """This rank's (demo, first step) per lane at `step` (cheap for the next step; an
+        earlier step replays the schedule from step 0)."""
+        if step < self._step:
+            self._restart()
+        while self._step < step:
+            self._advance()
+        lanes = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        return [(int(e), int(s)) for e, s in zip(self._demo[lanes], self._start[lanes])]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.start_step
+        while True:
+            yield self.batch(step)
+            step += 1
+
+
+class ChunkDataset(_DemoSamples):
+    """`chunk` consecutive steps of a demo from a given step, padded past its end (mask False);
+    indexed by (demo, first step), as `EpisodeStreams` yields them. `is_first[0]` is True only
+    when the first step is 0: a piece that continues an episode carries the memory in."""
+
+    def __init__(self, demos: Demos, chunk: int, *, action_horizon: int = 0) -> None:
+        super().__init__(demos, action_horizon=action_horizon)
+        self.chunk = chunk
+
+    def __len__(self) -> int:
+        return len(self.demos.names)
+
+    def __getitem__(self, index: tuple[int, int]) -> dict[str, Any]:
+        e, start = index
+        return self._gather(int(e), int(start), self.chunk)

@@ -47,7 +47,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -59,10 +59,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from train.data import (
+    ChunkDataset,
     DataConfig,
     DatasetError,
     Demos,
     EpisodeDataset,
+    EpisodeStreams,
     StepBatchSampler,
     compute_stats,
     first_demo_obs_keys,
@@ -100,7 +102,17 @@ class TrainConfig:
     steps: int = 2000
     """Optimiser steps in total (a resumed run continues up to this count)."""
     batch_size: int = 16
-    """Global batch (split across ranks under torchrun)."""
+    """Global batch (split across ranks under torchrun): episodes, or with `chunk` the lanes
+    that read them."""
+    chunk: int = 64
+    """Steps per sample: each batch row reads one episode from its first step in consecutive
+    pieces of `chunk` steps, one piece per optimiser step, and the memory (any core's state)
+    is carried from one piece to the next, as a rollout carries it; gradients stop at the
+    piece boundary (train/data.py `EpisodeStreams`). So a step costs `chunk` steps per row
+    however long the episodes are. Episodes no longer than this train whole (the batches are
+    then exactly those of whole-episode training). A memory task learns to keep a cue only if
+    the cue and the decision fall in the same piece: the first piece starts at step 0, so
+    keep `chunk` above the cue-to-decision span. 0: whole episodes always."""
     obs_keys: tuple[str, ...] | None = None
     """Observation keys; None: every `*_image` key in the file plus the robot's proprioception
     (robot0_eef_pos, robot0_eef_quat, robot0_gripper_qpos), never simulator object state."""
@@ -155,6 +167,8 @@ class TrainConfig:
     """Policy architecture (obs_keys, image_size and core are filled from the data and --policy)."""
 
     def __post_init__(self):
+        if self.chunk < 0:
+            raise ValueError(f"--chunk must be >= 0 (0: whole episodes), got {self.chunk}")
         for name in ("steps", "batch_size", "log_every", "save_every", "keep_last"):
             if getattr(self, name) < 1:
                 raise ValueError(
@@ -298,6 +312,7 @@ def check_resumable(cfg: TrainConfig, policy, ck: Path, say: bool = True) -> Non
             "trains whole episodes only: start a new run (another --out)"
         )
     before.pop("mode", None)
+    before.setdefault("chunk", 0)  # runs saved before --chunk trained whole episodes
     after = json.loads(json.dumps(asdict(replace(cfg, model=policy.cfg)), default=str))
     for d in (before, after):  # the same files, however the paths were written
         for k in ("dataset", "out"):
@@ -505,7 +520,7 @@ class Data:
 
     obs_keys: tuple[str, ...]
     demos: Demos
-    dataset: EpisodeDataset
+    dataset: EpisodeDataset | ChunkDataset
     valid_set: EpisodeDataset | None
     model_cfg: PolicyConfig  # cfg.model with obs_keys, core and image/crop size from the data
 
@@ -540,7 +555,11 @@ def build_data(cfg: TrainConfig, main_rank: bool) -> Data:
         obs_keys=obs_keys,
         action_horizon=horizon if horizon > 1 else 0,
     )
-    dataset = make_dataset(data_cfg, demos)
+    dataset = (
+        ChunkDataset(demos, cfg.chunk, action_horizon=data_cfg.action_horizon)
+        if cfg.chunk
+        else make_dataset(data_cfg, demos)
+    )
     # The validation demos are read and checked now, like the training ones: a broken
     # mask/valid (empty, naming a missing demo, NaN, another image size) stops the run here,
     # not silently or at the first validation. No mask/valid at all: no validation, said once.
@@ -576,16 +595,17 @@ def build_model(
     return policy, opt, ema
 
 
-def resume(cfg: TrainConfig, policy, opt, ema, dist: Dist) -> int:
-    """The step to start from: with --resume, load the newest readable checkpoint (weights,
-    optimiser, EMA, this rank's RNG) and return its step (0 when there is none yet); without
-    it, refuse an `out` that already holds checkpoints."""
+def resume(cfg: TrainConfig, policy, opt, ema, dist: Dist) -> tuple[int, Any]:
+    """The step to start from and the --chunk lanes' memory there: with --resume, load the
+    newest readable checkpoint (weights, optimiser, EMA, this rank's RNG and lanes) and return
+    (its step, its memory or None) ((0, None) when there is none yet); without it, refuse an
+    `out` that already holds checkpoints."""
     if not cfg.resume:
         if dist.main and cfg.out.exists() and checkpoint_steps(cfg.out):
             raise FileExistsError(
                 f"{cfg.out} already holds checkpoints: pass --resume, or choose another --out"
             )
-        return 0
+        return 0, None
     resumed = find_resume_checkpoint(cfg.out, say=dist.main)
     if resumed is None:
         if dist.main:
@@ -594,7 +614,7 @@ def resume(cfg: TrainConfig, policy, opt, ema, dist: Dist) -> int:
                 "starting from step 0",
                 file=sys.stderr,
             )
-        return 0
+        return 0, None
     ck, state, tensors = resumed
     check_resumable(cfg, policy, ck, say=dist.main)
     policy.load_state_dict(tensors["train"])
@@ -607,22 +627,40 @@ def resume(cfg: TrainConfig, policy, opt, ema, dist: Dist) -> int:
     cuda_rng = f"cuda.{rank}" if f"cuda.{rank}" in rng else "cuda.0"
     if dist.device.type == "cuda" and cuda_rng in rng:
         torch.cuda.set_rng_state(rng[cuda_rng], dist.device)
-    return state["step"]
+    return state["step"], saved_memory(ck, state, rank, dist.device)
+
+
+def saved_memory(ck: Path, state: dict, rank: int, device: torch.device) -> Any:
+    """The --chunk lanes' memory of rank `rank` saved in checkpoint `ck` (None if none was)."""
+    kind = state.get("stream_memory")
+    if kind is None:
+        return None
+    try:
+        saved = load_file(ck / "stream.safetensors")
+    except (OSError, SafetensorError) as e:
+        raise ValueError(f"--resume: {ck}/stream.safetensors (the lanes' memory): {e}") from e
+    parts = [
+        saved[k].to(device)
+        for k in sorted(
+            (k for k in saved if k.startswith(f"{rank}.")), key=lambda k: int(k.split(".")[1])
+        )
+    ]
+    return parts[0] if kind == "Tensor" else tuple(parts)
 
 
 # ----------------------------------------------------------------------------- step, checkpoint
 
 
 def batches(cfg: TrainConfig, data: Data, dist: Dist, step: int):
-    """An iterator over this rank's slice of every global batch from `step` on; the order is
-    a pure function of --seed and the step, so a resumed run sees what it would have."""
-    sampler = StepBatchSampler(
-        len(data.dataset),
-        cfg.batch_size // dist.world,
-        rank=dist.rank,
-        world_size=dist.world,
-        seed=cfg.seed,
-        start_step=step,
+    """An iterator over this rank's slice of every global batch from `step` on: whole
+    episodes, or with --chunk pieces of the lanes' episodes. The order is a pure function of
+    --seed and the step, so a resumed run sees what it would have."""
+    where = dict(rank=dist.rank, world_size=dist.world, seed=cfg.seed, start_step=step)
+    per_rank = cfg.batch_size // dist.world
+    sampler = (
+        EpisodeStreams(data.demos.lengths, per_rank, cfg.chunk, **where)
+        if cfg.chunk
+        else StepBatchSampler(len(data.dataset), per_rank, **where)
     )
     # Its own generator: a DataLoader iterator draws a seed from the global torch RNG when it
     # is made, which would shift a resumed run's crops by one draw (the RNG is restored first).
@@ -646,12 +684,16 @@ def rank_weight(batch: dict, device: torch.device) -> float:
     return float(mine * torch.distributed.get_world_size() / total.clamp_min(1.0))
 
 
-def train_step(model, policy, opt, batch: dict, step: int, cfg: TrainConfig, ema=None) -> dict:
+def train_step(
+    model, policy, opt, batch: dict, step: int, cfg: TrainConfig, ema=None, memory=None
+) -> tuple[dict, Any]:
     """One optimiser step on `batch`, the `step`-th of the run (0-based): learning rate from
-    the schedule, forward (bf16 autocast on CUDA), backward, gradient clip, AdamW, EMA.
-    `model` is `policy` or its DDP wrapper. Returns the policy's `losses/...`, `metrics/...`
-    and `charts/lr`, `charts/grad_norm`. A non-finite loss or gradient raises TrainingDiverged
-    before the optimiser step, so the weights stay finite."""
+    the schedule, forward (bf16 autocast on CUDA) from the rows' carried `memory` (None: they
+    start episodes), backward, gradient clip, AdamW, EMA. `model` is `policy` or its DDP
+    wrapper. Returns (the policy's `losses/...`, `metrics/...` and `charts/lr`,
+    `charts/grad_norm`; the core's state after the batch, detached, for the next piece). A
+    non-finite loss or gradient raises TrainingDiverged before the optimiser step, so the
+    weights stay finite."""
     for g in opt.param_groups:
         g["lr"] = lr_at(step, cfg)
     device = policy.device
@@ -661,7 +703,7 @@ def train_step(model, policy, opt, batch: dict, step: int, cfg: TrainConfig, ema
         else torch.autocast("cpu", enabled=False)
     )
     with amp:
-        loss, metrics = model(batch)
+        loss, metrics, memory = model(batch, memory, return_memory=True)
     loss = loss * rank_weight(batch, device)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -692,24 +734,41 @@ def train_step(model, policy, opt, batch: dict, step: int, cfg: TrainConfig, ema
         **metrics,
         "charts/lr": opt.param_groups[0]["lr"],
         "charts/grad_norm": grad_norm,
-    }
+    }, memory
 
 
 def save_checkpoint(
-    cfg: TrainConfig, policy, opt, ema, dist: Dist, env_args, at: int, train_s: float = 0.0
+    cfg: TrainConfig,
+    policy,
+    opt,
+    ema,
+    dist: Dist,
+    env_args,
+    at: int,
+    train_s: float = 0.0,
+    memory=None,
 ) -> None:
     """Write checkpoints/<at>/ and checkpoints/last/, each in one rename (rank 0; every rank
-    must call it, for the RNG gather), then drop numbered ones beyond --keep-last. `train_s`:
-    seconds spent in optimiser steps so far (a resumed run's learning curve continues it)."""
-    mine = {"torch": torch.get_rng_state()}
+    must call it, for the RNG and memory gather), then drop numbered ones beyond --keep-last.
+    `train_s`: seconds spent in optimiser steps so far (a resumed run's learning curve
+    continues it). `memory`: the --chunk lanes' carried state after step `at`, saved so a
+    resumed run continues their episodes from it (stream.safetensors)."""
+    mine: dict[str, Any] = {"torch": torch.get_rng_state()}
     if dist.device.type == "cuda":
         mine["cuda"] = torch.cuda.get_rng_state(dist.device).cpu()
+    lanes = [memory] if isinstance(memory, torch.Tensor) else list(memory or ())
+    mine["memory"] = [t.detach().cpu() for t in lanes]
     states = [mine]
-    if dist.world > 1:  # every rank's RNG, so each resumes its own stream
+    if dist.world > 1:  # every rank's RNG and lanes, so each resumes its own
         states = [None] * dist.world
         torch.distributed.all_gather_object(states, mine)
     if not dist.main:
         return
+    stream = {
+        f"{r}.{i}": t.contiguous()
+        for r, st in enumerate(states)
+        for i, t in enumerate(st.pop("memory"))
+    }
     rng = {f"{kind}.{r}": t for r, st in enumerate(states) for kind, t in st.items()}
     opt_tensors, opt_meta = optimizer_tensors(opt)
     root = cfg.out / "checkpoints"
@@ -727,6 +786,8 @@ def save_checkpoint(
             if env_args:  # the dataset's env, so ttm-eval can re-create it
                 (tmp / "env_args.json").write_text(json.dumps(env_args, indent=2))
             save_file(rng, tmp / "rng.safetensors")
+            if stream:
+                save_file(stream, tmp / "stream.safetensors")
             state = {
                 "step": at,
                 "optimizer": opt_meta,
@@ -734,6 +795,7 @@ def save_checkpoint(
                 "train_weights": "train_model.safetensors" if ema is not None else WEIGHTS_NAME,
                 "ema_n_averaged": int(ema.n_averaged.item()) if ema is not None else None,
                 "train_s": train_s,
+                "stream_memory": None if memory is None else type(memory).__name__,
             }
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2, default=str))
     for old in checkpoint_steps(cfg.out)[: -cfg.keep_last]:
@@ -861,7 +923,8 @@ def train(cfg: TrainConfig) -> dict:
     dist = setup_distributed(cfg)  # device, process group, seed
     data = build_data(cfg, dist.main)
     policy, opt, ema = build_model(cfg, data, dist.device)
-    step = start_step = resume(cfg, policy, opt, ema, dist)
+    step, memory = resume(cfg, policy, opt, ema, dist)
+    start_step = step
     if step >= cfg.steps and (cfg.out / "summary.json").is_file():
         if dist.main:
             print(f"ttm-train: {cfg.out} already finished at step {step}", file=sys.stderr)
@@ -896,7 +959,9 @@ def train(cfg: TrainConfig) -> dict:
     while step < cfg.steps:
         t_step = time.perf_counter()
         batch = next(loader)
-        metrics = train_step(model, policy, opt, batch, step, cfg, ema)
+        metrics, memory = train_step(
+            model, policy, opt, batch, step, cfg, ema, memory if cfg.chunk else None
+        )
         train_s += time.perf_counter() - t_step
         step += 1
         seen += cfg.batch_size
@@ -924,7 +989,17 @@ def train(cfg: TrainConfig) -> dict:
             # step's gradient all-reduce. The condition is the same on every rank.
             dist.barrier()
         if step % cfg.save_every == 0 or step == cfg.steps:
-            save_checkpoint(cfg, policy, opt, ema, dist, data.demos.env_args, step, train_s)
+            save_checkpoint(
+                cfg,
+                policy,
+                opt,
+                ema,
+                dist,
+                data.demos.env_args,
+                step,
+                train_s,
+                memory if cfg.chunk else None,
+            )
     bar.close()
     logger.close()
 

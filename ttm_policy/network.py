@@ -134,11 +134,14 @@ class PolicyNetwork(nn.Module):
         *,
         random_crop: bool,
         bptt: int | None = None,
-    ) -> torch.Tensor:
+        memory: Any = None,
+    ) -> tuple[torch.Tensor, Any]:
         """Sequence form: obs (B, T, ...) with normalised low-dim values, reset (B, T) bool
-        (new episode before that step) -> head input features (B, T, F)."""
-        out, _ = self.core(self.encode(obs, random_crop=random_crop), reset=reset, bptt=bptt)
-        return self.features(out)  # (B, T, F)
+        (new episode before that step), the core's state before step 0 (None: an episode
+        start) -> (head input features (B, T, F), the core's state after step T-1)."""
+        tokens = self.encode(obs, random_crop=random_crop)
+        out, state = self.core(tokens, memory=memory, reset=reset, bptt=bptt)
+        return self.features(out), state  # (B, T, F)
 
     def step(self, obs: dict[str, torch.Tensor], state: Any) -> tuple[torch.Tensor, Any]:
         """One control step: obs key -> (B, ...) (images uint8, low-dim normalised), state ->

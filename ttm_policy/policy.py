@@ -49,6 +49,7 @@ from ttm_policy.config import LIFT_OBS_KEYS, Core, Head, PolicyConfig, is_image_
 from ttm_policy.heads import masked_mean
 from ttm_policy.network import PolicyNetwork, _crop
 from ttm_policy.normalize import RANGE_EPS, Normalizer, Range, lowdim_dims_from
+from ttm_policy.state import detach as detach_state
 
 __all__ = [  # the names other modules import from here
     "LIFT_OBS_KEYS",
@@ -167,27 +168,41 @@ class TTMPolicy(nn.Module):
             valid &= batch["action_mask"].to(self.device, torch.bool).view(B, T, K)
         return self.normalizer.action.normalize(a), valid
 
-    def sequence_features(self, batch: dict[str, Any]) -> torch.Tensor:
-        """The training forward up to the head input, (B, T, F): the core unrolled over the
-        batch's T steps from its initial memory, reset where `is_first | t == 0` (training
-        samples are whole episodes, so t = 0 is an episode's first step and no reset happens
-        that a rollout would not make; `bptt` cuts gradients, not the memory). Random crops in
-        train mode, central in eval mode, where each step's output equals `select_action`'s."""
+    def sequence_features(
+        self, batch: dict[str, Any], memory: Any = None
+    ) -> tuple[torch.Tensor, Any]:
+        """The training forward up to the head input: (features (B, T, F), the core's state
+        after the last step). The core is unrolled over the batch's T steps, reset where
+        `is_first`. With `memory` None every row starts an episode at t = 0 (whole episodes);
+        otherwise `memory` is the state the rows were left in by their previous piece of the
+        same episodes (`train.data.EpisodeStreams`: a row that starts a new episode has
+        `is_first[0]`), as a rollout carries it. So no reset happens that a rollout would not
+        make; `bptt` cuts gradients, not the memory. Random crops in train mode, central in
+        eval mode, where each step's output equals `select_action`'s."""
         obs = {k: batch["obs"][k].to(self.device) for k in self.cfg.obs_keys if k in batch["obs"]}
         B, T = next(iter(obs.values())).shape[:2]
-        t0 = torch.arange(T, device=self.device) == 0  # (T,)
-        is_first = batch.get("is_first")
-        reset = t0.expand(B, T) if is_first is None else is_first.to(self.device, torch.bool) | t0
+        reset = torch.zeros(B, T, dtype=torch.bool, device=self.device)
+        if "is_first" in batch:
+            reset |= batch["is_first"].to(self.device, torch.bool)
+        if memory is None:
+            reset[:, 0] = True
         return self.net(
-            self.normalize_obs(obs), reset, random_crop=self.training, bptt=self.cfg.bptt
-        )  # (B, T, F)
+            self.normalize_obs(obs),
+            reset,
+            random_crop=self.training,
+            bptt=self.cfg.bptt,
+            memory=memory,
+        )
 
-    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, batch: dict[str, Any], memory: Any = None, *, return_memory: bool = False
+    ) -> tuple[torch.Tensor, dict[str, float]] | tuple[torch.Tensor, dict[str, float], Any]:
         """Training loss on a batch in the data layer's layout (see train/data.py): obs,
-        actions, mask, is_first (`sequence_features`, then the head's loss). Returns (loss,
-        metrics) with `losses/...` and `metrics/...` keys."""
+        actions, mask, is_first (`sequence_features` from `memory`, then the head's loss).
+        Returns (loss, metrics) with `losses/...` and `metrics/...` keys, and the core's state
+        after the batch's last step (detached) when `return_memory`."""
         target, valid = self.targets(batch)
-        feats = self.sequence_features(batch)  # (B, T, F)
+        feats, state = self.sequence_features(batch, memory)  # (B, T, F)
         params = self.head(feats)
         loss, parts = self.head.loss(params, target, valid)
         if self.net.aux_head is not None:
@@ -200,6 +215,8 @@ class TTMPolicy(nn.Module):
         metrics.update({f"losses/{k}": v.item() for k, v in parts.items()})
         metrics["metrics/action_l1_normalised"] = l1.item()
         metrics["metrics/valid_steps"] = float(valid[..., 0].sum().item())
+        if return_memory:
+            return loss, metrics, detach_state(state)
         return loss, metrics
 
     def _aux_loss(self, feats: torch.Tensor, batch: dict[str, Any], valid: torch.Tensor):
@@ -234,7 +251,7 @@ class TTMPolicy(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            feats = self.sequence_features(batch)  # (B, T, F), central crops
+            feats, _ = self.sequence_features(batch)  # (B, T, F), central crops
             chunks = self.head.predict(self.head(feats))  # (B, T, K, A)
         finally:
             self.train(was_training)

@@ -30,6 +30,8 @@ class TrainThroughput:
     """Episodes per step; None: the preset's."""
     crop: float | None = None
     """Training crop as a fraction of the image side; None: the preset's."""
+    chunk: int | None = None
+    """Steps per row and optimiser step (ttm-train --chunk; 0: whole episodes); None: the preset's."""
     steps: int = 10
     """Timed optimiser steps per core (after 2 warm-up steps); the median is reported."""
     threads: int = 1
@@ -41,7 +43,9 @@ class TrainThroughput:
 
     def run(self) -> dict:
         from train.data import (
+            ChunkDataset,
             DataConfig,
+            EpisodeStreams,
             StepBatchSampler,
             compute_stats,
             is_image_key,
@@ -57,7 +61,6 @@ class TrainThroughput:
         torch.set_num_threads(self.threads)
         keys = infer_obs_keys(self.dataset)
         demos = load_demos(str(self.dataset), keys, "all")
-        data = make_dataset(DataConfig(path=str(self.dataset), obs_keys=keys), demos)
         images = sum(is_image_key(k) for k in keys)
         size = next((demos.obs_shapes[k][0] for k in keys if is_image_key(k)), 84)
         device = torch.device(self.device)
@@ -67,8 +70,15 @@ class TrainThroughput:
             train_cfg.batch_size = self.batch_size
         if self.crop:
             train_cfg.crop = self.crop
-        batch_size = train_cfg.batch_size
-        sampler = StepBatchSampler(len(data), batch_size)
+        if self.chunk is not None:
+            train_cfg.chunk = self.chunk
+        batch_size, chunk = train_cfg.batch_size, train_cfg.chunk
+        if chunk:  # ttm-train's samples: pieces of the lanes' episodes, memory carried
+            data = ChunkDataset(demos, chunk)
+            sampler = EpisodeStreams(demos.lengths, batch_size, chunk)
+        else:
+            data = make_dataset(DataConfig(path=str(self.dataset), obs_keys=keys), demos)
+            sampler = StepBatchSampler(len(data), batch_size)
         crop = crop_side(train_cfg.crop, size)
         results = {}
         for core in tqdm(self.cores, desc="train-throughput", unit="core"):
@@ -77,7 +87,7 @@ class TrainThroughput:
             )
             policy = TTMPolicy(cfg, compute_stats(demos)).to(device).train()
             opt = torch.optim.AdamW(policy.parameters(), lr=train_cfg.lr)
-            times, frames = [], []
+            times, frames, memory = [], [], None
             for i in range(self.steps + 2):
                 batch = trim_padding(
                     torch.utils.data.default_collate([data[j] for j in sampler.batch(i)])
@@ -87,7 +97,8 @@ class TrainThroughput:
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
                 # ttm-train's own step: lr, bf16 autocast on cuda, backward, clip, AdamW
-                train_step(policy, policy, opt, batch, i, train_cfg)
+                _, memory = train_step(policy, policy, opt, batch, i, train_cfg, None, memory)
+                memory = memory if chunk else None
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t0)
@@ -99,7 +110,8 @@ class TrainThroughput:
                 "frames_per_s": sum(frames[2:]) / total,
                 "images_per_s": sum(frames[2:]) * images / total,
             }
-        where = f"preset {self.preset}, batch {batch_size} episodes"
+        rows_are = f"{chunk}-step pieces" if chunk else "episodes"
+        where = f"preset {self.preset}, batch {batch_size} x {rows_are}"
         print(
             f"\nBC training throughput on {self.device}, {where}, {images} camera(s) {size}px, "
             f"{self.threads} thread(s) ({self.steps} timed steps)"

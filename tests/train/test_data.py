@@ -13,9 +13,11 @@ from torch.utils.data import DataLoader, default_collate
 from tests.conftest import ROBOMIMIC_FIXTURE as FIXTURE
 from train.data import (
     LIFT_OBS_KEYS,
+    ChunkDataset,
     DataConfig,
     DatasetError,
     EpisodeDataset,
+    EpisodeStreams,
     StepBatchSampler,
     compute_stats,
     load_demos,
@@ -219,6 +221,48 @@ def test_step_batch_sampler_shards_and_resumes():
     assert sorted(epoch0) == list(range(n))  # each epoch visits every index once
     resumed = iter(StepBatchSampler(n, B, rank=1, world_size=w, seed=7, start_step=5))
     assert next(resumed) == ranks[1].batch(5)
+
+
+def test_episode_streams_read_each_episode_in_consecutive_pieces():
+    lengths = np.array([30, 17, 50, 8, 41, 23, 64])
+    C, B, w = 16, 2, 2
+    single = EpisodeStreams(lengths, B * w, C, seed=3)
+    ranks = [EpisodeStreams(lengths, B, C, rank=r, world_size=w, seed=3) for r in range(w)]
+    history = [single.batch(s) for s in range(40)]
+    for step in (0, 5, 17, 39):  # rank r holds lanes r*B .. r*B+B-1 of the single process
+        assert sum((r.batch(step) for r in ranks), []) == history[step]
+    for lane in range(B * w):
+        pieces = [h[lane] for h in history]
+        for (e0, s0), (e1, s1) in zip(pieces, pieces[1:]):
+            if s1:  # a lane continues its episode piece by piece, from step 0
+                assert (e1, s1) == (e0, s0 + C)
+            else:  # or takes the next one once every step of this one was read
+                assert s0 + C >= lengths[e0]
+        assert pieces[0][1] == 0
+    # Episodes come in StepBatchSampler's order: every episode once per epoch.
+    firsts = [e for h in history for (e, s) in h if s == 0]
+    assert sorted(firsts[: len(lengths)]) == list(range(len(lengths)))
+    # Resume: a new sampler at step 17 yields what the running one did.
+    assert next(
+        iter(EpisodeStreams(lengths, B, C, rank=1, world_size=w, seed=3, start_step=17))
+    ) == (ranks[1].batch(17))
+    assert ranks[0].batch(2) == history[2][:B]  # an earlier step replays from step 0
+
+
+def test_episode_streams_equal_whole_episode_batches_when_episodes_fit_in_a_piece(train_demos):
+    longest = int(train_demos.lengths.max())
+    streams = EpisodeStreams(train_demos.lengths, 3, longest, seed=5)
+    whole = StepBatchSampler(len(train_demos.names), 3, seed=5)
+    pieces, episodes = ChunkDataset(train_demos, longest), EpisodeDataset(train_demos)
+    for step in range(4):
+        assert [e for e, _ in streams.batch(step)] == whole.batch(step)
+        a = trim_padding(default_collate([pieces[i] for i in streams.batch(step)]))
+        b = trim_padding(default_collate([episodes[i] for i in whole.batch(step)]))
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    piece = pieces[(0, 8)]  # a later piece: not an episode start, padded past the end
+    n = int(train_demos.lengths[0])
+    assert not piece["is_first"].any() and piece["mask"].sum() == min(longest, n - 8)
+    np.testing.assert_array_equal(piece["actions"][0], train_demos.episode(0)[1][8])
 
 
 # --------------------------------------------------------------------------- validation errors

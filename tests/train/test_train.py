@@ -144,9 +144,37 @@ def test_loss_falls(demos, tmp_path):
     assert np.mean(losses[-2:]) < 0.8 * losses[0], losses
 
 
+def test_pieces_as_long_as_the_episodes_train_exactly_as_whole_episodes(demos, tmp_path):
+    """--chunk at least the longest episode (PointCue's are under 30 steps) gives the very
+    batches and weights of whole-episode training (--chunk 0): the default recipe's results on
+    short tasks do not depend on it."""
+    runs = {}
+    for chunk in (0, 32):
+        cfg = TrainConfig(
+            dataset=demos, out=tmp_path / str(chunk), chunk=chunk, steps=6, batch_size=4,
+            warmup=2, log_every=1, save_every=6, valid_every=0, threads=1,
+        )  # fmt: skip
+        train(tiny(cfg))
+        runs[chunk] = weights(cfg.out)
+    for k in runs[0]:
+        torch.testing.assert_close(runs[0][k], runs[32][k], atol=0, rtol=0, msg=k)
+    cut = TrainConfig(dataset=demos, out=tmp_path / "8", chunk=8, steps=6, batch_size=4,
+                      warmup=2, save_every=6, valid_every=0, threads=1)  # fmt: skip
+    train(tiny(cut))
+    assert any(not torch.equal(runs[0][k], w) for k, w in weights(cut.out).items())
+    state = json.loads((cut.out / "checkpoints" / "6" / "trainer_state.json").read_text())
+    assert state["stream_memory"] == "Tensor"  # the lanes' TTM memory, for a resume
+    saved = load_file(cut.out / "checkpoints" / "6" / "stream.safetensors")
+    assert sorted(saved) == ["0.0"] and saved["0.0"].shape == (4, 8, 32)  # (lanes, M, D)
+
+
 @pytest.mark.slow
 def test_kill_9_between_checkpoints_then_resume_matches_an_uninterrupted_run(demos, tmp_path):
+    """With 8-step pieces of 24-28-step episodes the checkpoint at step 10 falls inside
+    episodes: the resumed run must continue the lanes from their saved memory."""
     common = [
+        "--chunk",
+        8,
         "--dataset",
         demos,
         "--steps",
@@ -230,6 +258,8 @@ def test_torchrun_two_cpu_ranks_match_one_process(demos, tmp_path):
         1,
         "--crop",  # no random crops: the ranks draw theirs from their own RNG streams
         1,
+        "--chunk",  # each rank carries its lanes' memory from piece to piece
+        8,
         *TINY,
     ]
     ddp = run_cli(*common, "--out", tmp_path / "ddp", torchrun=True, timeout=600)
