@@ -197,7 +197,8 @@ def run(cfg: QuickstartConfig) -> dict:
 
     last = train_dir / "checkpoints" / "last"
     if "train" in cfg.stages:
-        from train.train import checkpoint_steps, train
+        from train.resume import checkpoint_steps
+        from train.train import train
 
         _stage(f"2/5 train a TTM policy for {cfg.steps} steps on {device}")
         t0 = time.perf_counter()

@@ -148,7 +148,8 @@ def run_cell(
     from eval.evaluate import EvalConfig, evaluate
     from eval.quickstart import eval_current
     from train.presets import preset
-    from train.train import checkpoint_steps, infer_obs_keys, train
+    from train.resume import checkpoint_steps
+    from train.train import infer_obs_keys, train
 
     data = root / "demos.hdf5"
     cfg = preset("cpu", dataset=data, out=root / core, policy=core, seed=seed)

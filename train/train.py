@@ -5,13 +5,15 @@
 `train()` reads in that order: `setup_distributed` (device, process group, seed),
 `build_data`, `build_model` (policy, AdamW, EMA), `resume`, then per step `train_step` (public:
 one optimiser step, as the benchmarks time it), `validate`, `RolloutEval` (the rollout loop of
-`ttm-eval`, `envs.rollout`; train/ never imports eval/) and `save_checkpoint`.
+`ttm-eval`, `envs.rollout`; train/ never imports eval/) and `save_checkpoint`. Checkpoints and
+resuming live in train/resume.py; the data order in train/data.py; presets in train/presets.py.
 
 Output directory:
     config.json                 the resolved TrainConfig (policy config included)
     metrics.jsonl               one JSON object per logged step (`losses/...`, `charts/...`, `valid/...`)
     checkpoints/<step>/         config.json + model.safetensors (loadable by TTMPolicy.from_pretrained)
-                                + optimizer.safetensors, trainer_state.json, rng.safetensors (resume)
+                                + optimizer.safetensors, trainer_state.json, rng.safetensors,
+                                stream.safetensors (--chunk lanes' memory) (resume)
     checkpoints/last/           the same files as the newest checkpoint
 
     resumes.jsonl               what a --resume changed (e.g. --lr), with the step it took effect
@@ -42,7 +44,6 @@ import gc
 import json
 import math
 import os
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -52,8 +53,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import tyro
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -75,12 +74,9 @@ from train.data import (
     trim_padding,
 )
 from train.presets import cpu_model, split_preset
+from train.resume import checkpoint_steps, resume, save_checkpoint, saved_train_seconds
 from ttm_policy.checkpoint import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
     atomic_directory,
-    remove_directory,
-    remove_leftovers,
     write_policy_files,
 )
 from ttm_policy.policy import Core, PolicyConfig, TTMPolicy
@@ -226,160 +222,8 @@ def crop_side(fraction: float, image_size: int) -> int:
     return max(1, round(fraction * image_size))
 
 
-def checkpoint_steps(out: Path) -> list[int]:
-    """Steps of the complete numbered checkpoints in `out/checkpoints`, ascending."""
-    root = out / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted(
-        int(p.name)
-        for p in root.iterdir()
-        if re.fullmatch(r"\d+", p.name) and (p / "trainer_state.json").is_file()
-    )
-
-
 class TrainingDiverged(RuntimeError):
     """A non-finite loss or gradient: the run stops before the optimiser step."""
-
-
-# Fields of TrainConfig that can change between a run and its resume without making the
-# checkpoint meaningless; any other difference (the data, the model) refuses the resume.
-RESUMABLE_CHANGES = {
-    "steps", "lr", "weight_decay", "warmup", "min_lr_ratio", "grad_clip", "device",
-    "log_every", "save_every", "keep_last", "valid_every", "valid_batches", "eval_every",
-    "eval_episodes", "eval_envs", "eval_video", "eval_env_kwargs", "resume", "wandb",
-    "wandb_project", "threads",
-}  # fmt: skip
-
-
-def find_resume_checkpoint(out: Path, say: bool = True):
-    """The newest checkpoint under `out/checkpoints` whose files all read and agree:
-    (directory, trainer state, tensors {train, model, optimizer, rng}); damaged ones are
-    skipped with a line each; None if there is none. `last` counts when it holds a step no
-    numbered checkpoint has (a run whose numbered ones were deleted)."""
-    root = out / "checkpoints"
-    candidates = [root / str(s) for s in reversed(checkpoint_steps(out))]
-    if (root / "last" / "trainer_state.json").is_file():
-        candidates.append(root / "last")
-    for ck in candidates:
-        try:
-            state = json.loads((ck / "trainer_state.json").read_text())
-            if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-                raise ValueError("trainer_state.json has no integer 'step'")
-            tensors = {
-                "train": load_file(ck / state["train_weights"]),
-                "model": load_file(ck / WEIGHTS_NAME),
-                "optimizer": load_file(ck / "optimizer.safetensors"),
-                "rng": load_file(ck / "rng.safetensors"),
-            }
-            json.loads((ck / CONFIG_NAME).read_text())["policy"]  # noqa: B018
-            shapes = {k: v.shape for k, v in tensors["model"].items()}
-            if {k: v.shape for k, v in tensors["train"].items()} != shapes:
-                raise ValueError("the training weights and model.safetensors disagree")
-            state["optimizer"]["param_groups"]  # noqa: B018 - present, or KeyError
-        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
-            if say:
-                print(
-                    f"ttm-train: --resume: skipping {ck}: {type(e).__name__}: {e}", file=sys.stderr
-                )
-            continue
-        return ck, state, tensors
-    return None
-
-
-def check_resumable(cfg: TrainConfig, policy, ck: Path, say: bool = True) -> None:
-    """Refuse a resume whose model or data differ from the checkpoint's run (naming the
-    fields); print the training settings that differ, which take effect from here on. A
-    larger --steps stretches the cosine schedule: the learning rate follows the new one."""
-    # Through PolicyConfig, so fields added since (defaults) do not count as differences.
-    saved = PolicyConfig.from_dict(json.loads((ck / "config.json").read_text())["policy"]).to_dict()
-    now = policy.cfg.to_dict()
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-    if diff:
-        raise ValueError(
-            f"--resume: the model differs from {ck}'s: "
-            + "; ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in diff)
-            + " (resume with the same model, or choose another --out)"
-        )
-    path = cfg.out / "config.json"
-    if not path.is_file():
-        return
-    before = json.loads(path.read_text())
-    if before.get("mode", "episode") != "episode":
-        raise ValueError(
-            f"--resume: the run in {cfg.out} trained on {before.get('window')}-step windows with "
-            "a memory reset at every window start, which inference never makes; ttm-train now "
-            "trains whole episodes only: start a new run (another --out)"
-        )
-    before.pop("mode", None)
-    before.setdefault("chunk", 0)  # runs saved before --chunk trained whole episodes
-    after = json.loads(json.dumps(asdict(replace(cfg, model=policy.cfg)), default=str))
-    for d in (before, after):  # the same files, however the paths were written
-        for k in ("dataset", "out"):
-            d[k] = str(Path(d[k]).resolve()) if d.get(k) else d.get(k)
-    changed = {
-        k: (before.get(k), after[k])
-        for k in after
-        if k not in ("model", "obs_keys") and before.get(k) != after[k]
-    }
-    refused = sorted(k for k in changed if k not in RESUMABLE_CHANGES)
-    if refused:
-        raise ValueError(
-            f"--resume: {', '.join(f'--{k.replace(chr(95), chr(45))}' for k in refused)} "
-            f"differ from the run in {cfg.out} ("
-            + "; ".join(f"{changed[k][0]!r} there, {changed[k][1]!r} now" for k in refused)
-            + "): resume with the same values, or choose another --out"
-        )
-    changed.pop("resume", None)
-    if changed and say:
-        print(
-            "ttm-train: --resume with changed settings (recorded in resumes.jsonl): "
-            + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items())),
-            file=sys.stderr,
-        )
-    if changed and say:
-        with (cfg.out / "resumes.jsonl").open("a") as f:
-            step = json.loads((ck / "trainer_state.json").read_text())["step"]
-            f.write(json.dumps({"step": step, "changed": changed}, default=str) + "\n")
-
-
-def saved_train_seconds(out: Path, step: int) -> float:
-    """`train_s` of the checkpoint at `step` in `out` (the one a resume loaded; 0 for runs
-    saved before it was recorded). Reads only its trainer_state.json."""
-    for ck in (out / "checkpoints" / str(step), out / "checkpoints" / "last"):
-        try:
-            state = json.loads((ck / "trainer_state.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(state, dict) and state.get("step") == step:
-            return float(state.get("train_s", 0.0))
-    return 0.0
-
-
-def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split an optimiser state dict into tensors (safetensors) and the rest (JSON)."""
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for idx, st in sd["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"state.{idx}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars[f"{idx}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def load_optimizer(
-    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict
-) -> None:
-    state: dict[int, dict] = {}
-    for name, v in tensors.items():
-        _, idx, k = name.split(".", 2)
-        state.setdefault(int(idx), {})[k] = v
-    for name, v in meta["scalars"].items():
-        idx, k = name.split(".", 1)
-        state.setdefault(int(idx), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -595,59 +439,6 @@ def build_model(
     return policy, opt, ema
 
 
-def resume(cfg: TrainConfig, policy, opt, ema, dist: Dist) -> tuple[int, Any]:
-    """The step to start from and the --chunk lanes' memory there: with --resume, load the
-    newest readable checkpoint (weights, optimiser, EMA, this rank's RNG and lanes) and return
-    (its step, its memory or None) ((0, None) when there is none yet); without it, refuse an
-    `out` that already holds checkpoints."""
-    if not cfg.resume:
-        if dist.main and cfg.out.exists() and checkpoint_steps(cfg.out):
-            raise FileExistsError(
-                f"{cfg.out} already holds checkpoints: pass --resume, or choose another --out"
-            )
-        return 0, None
-    resumed = find_resume_checkpoint(cfg.out, say=dist.main)
-    if resumed is None:
-        if dist.main:
-            print(
-                f"ttm-train: --resume: no checkpoint under {cfg.out / 'checkpoints'} yet: "
-                "starting from step 0",
-                file=sys.stderr,
-            )
-        return 0, None
-    ck, state, tensors = resumed
-    check_resumable(cfg, policy, ck, say=dist.main)
-    policy.load_state_dict(tensors["train"])
-    load_optimizer(opt, tensors["optimizer"], state["optimizer"])
-    if ema is not None:
-        ema.module.load_state_dict(tensors["model"])
-        ema.n_averaged.fill_(state["ema_n_averaged"])
-    rng, rank = tensors["rng"], dist.rank
-    torch.set_rng_state(rng[f"torch.{rank}"] if f"torch.{rank}" in rng else rng["torch.0"])
-    cuda_rng = f"cuda.{rank}" if f"cuda.{rank}" in rng else "cuda.0"
-    if dist.device.type == "cuda" and cuda_rng in rng:
-        torch.cuda.set_rng_state(rng[cuda_rng], dist.device)
-    return state["step"], saved_memory(ck, state, rank, dist.device)
-
-
-def saved_memory(ck: Path, state: dict, rank: int, device: torch.device) -> Any:
-    """The --chunk lanes' memory of rank `rank` saved in checkpoint `ck` (None if none was)."""
-    kind = state.get("stream_memory")
-    if kind is None:
-        return None
-    try:
-        saved = load_file(ck / "stream.safetensors")
-    except (OSError, SafetensorError) as e:
-        raise ValueError(f"--resume: {ck}/stream.safetensors (the lanes' memory): {e}") from e
-    parts = [
-        saved[k].to(device)
-        for k in sorted(
-            (k for k in saved if k.startswith(f"{rank}.")), key=lambda k: int(k.split(".")[1])
-        )
-    ]
-    return parts[0] if kind == "Tensor" else tuple(parts)
-
-
 # ----------------------------------------------------------------------------- step, checkpoint
 
 
@@ -735,72 +526,6 @@ def train_step(
         "charts/lr": opt.param_groups[0]["lr"],
         "charts/grad_norm": grad_norm,
     }, memory
-
-
-def save_checkpoint(
-    cfg: TrainConfig,
-    policy,
-    opt,
-    ema,
-    dist: Dist,
-    env_args,
-    at: int,
-    train_s: float = 0.0,
-    memory=None,
-) -> None:
-    """Write checkpoints/<at>/ and checkpoints/last/, each in one rename (rank 0; every rank
-    must call it, for the RNG and memory gather), then drop numbered ones beyond --keep-last.
-    `train_s`: seconds spent in optimiser steps so far (a resumed run's learning curve
-    continues it). `memory`: the --chunk lanes' carried state after step `at`, saved so a
-    resumed run continues their episodes from it (stream.safetensors)."""
-    mine: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if dist.device.type == "cuda":
-        mine["cuda"] = torch.cuda.get_rng_state(dist.device).cpu()
-    lanes = [memory] if isinstance(memory, torch.Tensor) else list(memory or ())
-    mine["memory"] = [t.detach().cpu() for t in lanes]
-    states = [mine]
-    if dist.world > 1:  # every rank's RNG and lanes, so each resumes its own
-        states = [None] * dist.world
-        torch.distributed.all_gather_object(states, mine)
-    if not dist.main:
-        return
-    stream = {
-        f"{r}.{i}": t.contiguous()
-        for r, st in enumerate(states)
-        for i, t in enumerate(st.pop("memory"))
-    }
-    rng = {f"{kind}.{r}": t for r, st in enumerate(states) for kind, t in st.items()}
-    opt_tensors, opt_meta = optimizer_tensors(opt)
-    root = cfg.out / "checkpoints"
-    for name in (str(at), "last"):
-        with atomic_directory(root / name) as tmp:
-            if ema is not None:
-                write_policy_files(ema.module, tmp)  # what users load: the EMA weights
-                save_file(
-                    {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()},
-                    tmp / "train_model.safetensors",
-                )
-            else:
-                write_policy_files(policy, tmp)
-            save_file(opt_tensors, tmp / "optimizer.safetensors")
-            if env_args:  # the dataset's env, so ttm-eval can re-create it
-                (tmp / "env_args.json").write_text(json.dumps(env_args, indent=2))
-            save_file(rng, tmp / "rng.safetensors")
-            if stream:
-                save_file(stream, tmp / "stream.safetensors")
-            state = {
-                "step": at,
-                "optimizer": opt_meta,
-                "train_config": str(cfg.out / "config.json"),
-                "train_weights": "train_model.safetensors" if ema is not None else WEIGHTS_NAME,
-                "ema_n_averaged": int(ema.n_averaged.item()) if ema is not None else None,
-                "train_s": train_s,
-                "stream_memory": None if memory is None else type(memory).__name__,
-            }
-            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2, default=str))
-    for old in checkpoint_steps(cfg.out)[: -cfg.keep_last]:
-        remove_directory(root / str(old))  # gone in one rename, never half-deleted
-    remove_leftovers(root)  # what earlier kills left behind
 
 
 @torch.no_grad()
