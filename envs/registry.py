@@ -68,6 +68,9 @@ TASKS: dict[str, TaskSpec] = {
     # 32 px with the env's own delay (10).
     "PointCue": TaskSpec("envs.point_cue:PointCueEnv", "envs.point_cue:PointCueExpert", cued=True,
                          recipe=Recipe(episodes=200, image_size=32, cameras=None)),
+    # Plain MuJoCo, several items to remember in order (6.9 bits at the defaults), same recipe.
+    "SequenceCue": TaskSpec("envs.sequence_cue:SequenceCueEnv", "envs.sequence_cue:SequenceCueExpert",
+                            cued=True, recipe=Recipe(episodes=200, image_size=32, cameras=None)),
 }  # fmt: skip
 
 

@@ -44,9 +44,10 @@ import gc
 import json
 import math
 import os
+import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,6 +80,7 @@ from ttm_policy.checkpoint import (
     atomic_directory,
     write_policy_files,
 )
+from ttm_policy.config import cli_view, plain
 from ttm_policy.policy import Core, PolicyConfig, TTMPolicy
 
 STANDARD_LOWDIM = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
@@ -742,10 +744,12 @@ def train(cfg: TrainConfig) -> dict:
 
 CLI_HELP = """`ttm-train`: behaviour cloning of a policy on robomimic-format demonstrations.
 
-With `--dataset X` alone it trains preset `cpu`, the recipe of docs/results.md (whole
-episodes, pixels and proprioception, a small TTM sized for 2 CPU cores); `--preset gpu`
-starts from the paper-sized model instead (train/presets.py). Every flag below overrides the
-preset's value, and the defaults shown are the chosen preset's."""
+With `--dataset X` alone it trains preset `cpu`, the recipe of docs/results.md (64-step
+pieces of episodes with the memory carried between them, pixels and proprioception, a small
+TTM sized for 2 CPU cores); `--preset gpu` starts from the paper-sized model instead
+(train/presets.py). Every flag below overrides the preset's value, and the defaults shown are
+the chosen preset's. `--policy NAME` chooses the temporal core, and the `--model.<core>.*`
+group below is that core's settings only (`--policy lstm --help` shows the LSTM's)."""
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -758,7 +762,56 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     except ValueError as e:
         print(f"ttm-train: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    return tyro.cli(TrainConfig, args=rest, default=preset(name), description=CLI_HELP)
+    base = preset(name)
+    core = chosen_policy(rest, base.policy)
+    other_core_flag(rest, core)
+    # The command line's view: the model group offers only the chosen core's settings.
+    model_view = cli_view(core)
+    view = dataclass(
+        type(
+            "TrainConfig",
+            (TrainConfig,),
+            {"__annotations__": {"model": model_view}, "model": field(default_factory=cpu_model)},
+        )
+    )
+    default = view(**{**_fields_of(base), "model": model_view(**_fields_of(base.model))})
+    cfg = tyro.cli(view, args=rest, default=default, description=CLI_HELP)
+    return TrainConfig(**{**_fields_of(cfg), "model": plain(cfg.model)})
+
+
+def _fields_of(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in fields(obj) if f.init}
+
+
+def other_core_flag(argv: list[str], core: str) -> None:
+    """Exit 2 with a clear line when `argv` sets another core's settings than `core`'s."""
+    from ttm_policy.cores import CORES
+
+    mine = CORES[core].config_field
+    for a in argv:
+        group = re.match(r"--model\.([a-z_]+)\.", a)
+        if group and group[1] != mine and any(s.config_field == group[1] for s in CORES.values()):
+            readers = ", ".join(n for n, s in CORES.items() if s.config_field == group[1])
+            print(
+                f"ttm-train: error: {a.split('=')[0]} sets the {group[1]} settings, which --policy "
+                f"{core} does not read (they apply to --policy {readers})",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+
+
+def chosen_policy(argv: list[str], default: str) -> str:
+    """The core `--policy NAME` (or `--policy=NAME`) in `argv` names, else `default`; a name
+    that is not a core is left for the parser to refuse."""
+    from ttm_policy.cores import CORES
+
+    name = default
+    for i, a in enumerate(argv):
+        if a == "--policy" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif a.startswith("--policy="):
+            name = a.split("=", 1)[1]
+    return name if name in CORES else default
 
 
 def main(argv: list[str] | None = None) -> None:

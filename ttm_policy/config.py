@@ -82,6 +82,25 @@ class _TransformerFlags(CausalTransformerConfig):
         """Checked by PolicyConfig as a plain CausalTransformerConfig with its dim."""
 
 
+def cli_view(core: str) -> type:
+    """PolicyConfig as ttm-train's command line offers it once `--policy core` is chosen: only
+    that core's settings group (`--model.<field>.*`), so `--help` lists what applies and a
+    flag of another core is an error; the other groups keep their values (and config.json
+    still holds them). Turn a parsed view back into a PolicyConfig with `plain`."""
+    keep, groups = spec(core).config_field, config_fields()
+    ns: dict[str, Any] = {"__annotations__": {}}
+    for f in fields(PolicyConfig):
+        if f.name in groups and f.name != keep:
+            ns["__annotations__"][f.name] = tyro.conf.Suppress[groups[f.name]]
+            ns[f.name] = field(default_factory=f.default_factory)
+    return dataclass(type("PolicyConfig", (PolicyConfig,), ns))
+
+
+def plain(cfg: PolicyConfig) -> PolicyConfig:
+    """A PolicyConfig (or a `cli_view` of one) as a plain PolicyConfig with the same fields."""
+    return PolicyConfig(**{f.name: getattr(cfg, f.name) for f in fields(PolicyConfig) if f.init})
+
+
 def _synced(cls: type, cfg: Any, **shared: Any) -> Any:
     """`cfg` (a `cls`, or its CLI view above) as a plain `cls` with the sizes PolicyConfig owns."""
     return cls(**{**{f.name: getattr(cfg, f.name) for f in fields(cls) if f.init}, **shared})

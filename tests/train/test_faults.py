@@ -37,8 +37,7 @@ def config(demos: Path, out: Path, **kw) -> TrainConfig:
 def cli(demos: Path, out: Path, *extra) -> list[str]:
     tiny_flags = ["--model.dim", "32", "--model.ttm.layers", "1", "--model.ttm.memory-tokens"]
     tiny_flags += ["8", "--model.ttm.mlp-dim", "64", "--model.conv-channels", "8", "16", "16"]
-    tiny_flags += ["32", "--model.head-hidden", "64", "--model.lstm.hidden", "32"]
-    tiny_flags += ["--model.transformer.layers", "1", "--threads", "1"]
+    tiny_flags += ["32", "--model.head-hidden", "64", "--threads", "1"]  # the default core: ttm
     args = ["--dataset", demos, "--out", out, "--batch-size", 2]
     args += ["--save-every", 5, "--log-every", 1, "--valid-every", 0, *tiny_flags, *extra]
     return [str(a) for a in args]

@@ -33,8 +33,7 @@ def test_help_lists_no_flag_that_does_nothing(monkeypatch, capsys):
         main(["--help"])
     assert e.value.code == 0
     flags = set(capsys.readouterr().out.replace(",", " ").split())
-    assert {"--policy", "--obs-keys", "--model.dim", "--model.ttm.layers"} <= flags
-    assert {"--model.lstm.hidden", "--model.transformer.window", "--crop"} <= flags
+    assert {"--policy", "--obs-keys", "--model.dim", "--model.ttm.layers", "--crop"} <= flags
     assert not flags & set(FILLED)
 
 
@@ -43,6 +42,32 @@ def test_a_filled_field_given_on_the_command_line_is_an_error(capsys, flag, valu
     with pytest.raises(SystemExit) as e:
         main(["--dataset", "d.hdf5", flag, value])
     assert e.value.code == 2 and flag in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("core, group", [("ttm", "ttm"), ("lstm", "lstm"), ("none", "transformer")])
+def test_help_shows_the_chosen_cores_settings_only(monkeypatch, capsys, core, group):
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as e:
+        main(["--policy", core, "--help"])
+    assert e.value.code == 0
+    flags = set(capsys.readouterr().out.replace(",", " ").split())
+    groups = {f.split(".")[1] for f in flags if f.startswith("--model.") and f.count(".") == 2}
+    assert groups == {group}, groups
+
+
+def test_another_cores_flag_is_an_error_naming_the_core_it_applies_to(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--dataset", "d.hdf5", "--model.lstm.hidden", "32"])
+    assert e.value.code == 2
+    assert "--policy ttm does not read (they apply to --policy lstm)" in capsys.readouterr().err
+    cfg = parse_args(["--dataset", "d.hdf5", "--policy=lstm", "--model.lstm.hidden", "32"])
+    assert type(cfg) is TrainConfig and type(cfg.model) is type(cpu_model())
+    assert (cfg.policy, cfg.model.lstm.hidden) == ("lstm", 32)
+    assert cfg.model.ttm == cpu_model().ttm  # the other groups keep the preset's values
+    transformer = parse_args(
+        ["--dataset", "d.hdf5", "--policy", "none", "--model.transformer.layers", "2"]
+    )
+    assert transformer.model.transformer.layers == 2
 
 
 def test_defaults_are_unchanged_and_dim_reaches_every_core():
