@@ -43,8 +43,9 @@ Timeline (t = number of `step` calls so far; obs_t is the observation before act
     t >= cue_steps + delay_steps    action_t moves the point
 where cue_steps = n_items * item_steps (12 at the defaults; an attribute, not a constructor
 argument). Episode length: max_steps defaults to cue_steps + delay_steps + 15 * n_items
-= 12 + 10 + 45 = 67 at the defaults (22 held steps, 45 to move); the scripted expert needs
-about 30 moving steps (a leg is at most 0.6 m at 5 cm per step).
+= 12 + 10 + 45 = 67 at the defaults (22 held steps, 45 to move); the scripted expert moves
+for 24 steps on average and at most 30 (1000 seeds; a leg is at most 0.6 m at 5 cm per step),
+so its episodes are 46 steps long on average.
 
 Action: 7-D in [-1, 1] as for PointCue: dims 0 and 1 are the planar velocity command (x, y),
 1.0 = 1 m/s = 5 cm per control step at 20 Hz; dims 2..6 are ignored.
@@ -269,6 +270,10 @@ class SequenceCueEnv(gym.Env):
         # (2,) velocity command; ignored (zero) while the point is held still
         self.data.ctrl[:] = 0.0 if held else np.clip(action[:2], -1.0, 1.0) * MAX_SPEED
         mujoco.mj_step(self.model, self.data, nstep=self._n_substeps)
+        # mj_step leaves positions derived from qpos (xpos, which the image draws) one substep
+        # behind qpos; recompute them so that the image shows the state get_sim_state returns and
+        # set_sim_state (which ends in mj_forward) restores the same image mid-episode.
+        mujoco.mj_forward(self.model, self.data)
         self._t += 1
 
         dist = np.linalg.norm(self.goals - self.data.qpos[:2], axis=1)  # (n_goals,) to each pad

@@ -2,20 +2,18 @@
 
 Saved as `config.json` beside every checkpoint (`ttm_policy.checkpoint`); ttm-train offers
 its fields as `--model.*` flags (tyro). The temporal cores' own settings are nested configs,
-one field per core family (`ttm_policy.cores` says which field a core reads).
+one field per core family, made from the core registry (`ttm_policy.cores.CORES`: a core's
+`config_field` and settings class), so adding a core adds its field here without an edit.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Annotated, Any, Literal
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Annotated, Any, Literal, get_type_hints
 
 import tyro
 
-from ttm_policy.baselines import CausalTransformerConfig, LSTMConfig
 from ttm_policy.cores import CORES, Core, config_fields, spec
-from ttm_policy.gru import GRUConfig
-from ttm_policy.ttm import TTMConfig
 
 __all__ = ["LIFT_OBS_KEYS", "Core", "Head", "PolicyConfig", "is_image_key"]
 
@@ -37,49 +35,40 @@ def is_image_key(key: str) -> bool:
     return key.endswith("_image")
 
 
-def _policy_ttm() -> TTMConfig:
-    # The official sizes (M=64, R=8, 4 layers, MLP 512) at D=128. Measured on the default
-    # Lift config (2 cameras, B=16, T=10, 1 CPU thread): a training step takes 0.89 s, of
-    # which the two conv tokenizers take 0.52 s, so shrinking the TTM buys little; no
-    # measured reason to leave the paper's sizes. dim/input_tokens/memoryless are
-    # overwritten by PolicyConfig.
-    return TTMConfig(dim=128)
+def _settings_flags(group: str) -> type:
+    """A core settings group as ttm-train's command line offers it: without the width and the
+    token count, which PolicyConfig.__post_init__ sets from `dim` and the observation keys,
+    nor what a core fixes (`CoreSpec.sync`, e.g. the memory-less switch): a flag for them
+    would do nothing. Its own checks wait for PolicyConfig, which makes the plain settings
+    class with the real D and N (so `--model.dim 96 --model.ttm.heads 12` is judged with
+    D=96)."""
+    cls = config_fields()[group]
+    hints = get_type_hints(cls)
+    fixed = {"dim", "input_tokens"}.union(
+        *(s.sync for s in CORES.values() if s.config_field == group)
+    )
+    ns: dict[str, Any] = {"__annotations__": {}, "__doc__": cls.__doc__}
+    ns["__post_init__"] = lambda self: None
+    for f in fields(cls):
+        if f.name in fixed:
+            ns["__annotations__"][f.name] = tyro.conf.Suppress[hints[f.name]]
+            ns[f.name] = f.default if f.default is not MISSING else field(default_factory=f.default_factory)
+    return dataclass(type(cls.__name__, (cls,), ns))
 
 
-# The core configs as ttm-train's CLI (tyro) offers them: without the width, token count and
-# memory-less switch, which PolicyConfig.__post_init__ sets from `dim`, `num_tokens` and `core`
-# (a flag for them would do nothing). PolicyConfig holds plain core configs, never these, and
-# checks them as such once those sizes are set (so `--model.dim 96 --model.ttm.heads 12` and
-# `--model.ttm.summariser linear` are judged with the real D and N).
-@dataclass
-class _TTMFlags(TTMConfig):
-    dim: tyro.conf.Suppress[int] = 128
-    input_tokens: tyro.conf.Suppress[int | None] = None
-    memoryless: tyro.conf.Suppress[bool] = False
-
-    def __post_init__(self) -> None:
-        """Checked by PolicyConfig as a plain TTMConfig with its dim and input_tokens."""
-
-
-@dataclass
-class _LSTMFlags(LSTMConfig):
-    dim: tyro.conf.Suppress[int] = 128
-    input_tokens: tyro.conf.Suppress[int] = 8
-
-
-@dataclass
-class _GRUFlags(GRUConfig):
-    dim: tyro.conf.Suppress[int] = 128
-    input_tokens: tyro.conf.Suppress[int] = 8
-
-
-@dataclass
-class _TransformerFlags(CausalTransformerConfig):
-    dim: tyro.conf.Suppress[int] = 128
-    input_tokens: tyro.conf.Suppress[int] = 8
-
-    def __post_init__(self) -> None:
-        """Checked by PolicyConfig as a plain CausalTransformerConfig with its dim."""
+def _add_core_groups(cls: type) -> type:
+    """One settings field per core family of the registry (`ttm_policy.cores.CORES`), added to
+    PolicyConfig before it becomes a dataclass: a new core is its module and one registry
+    entry, and its `--model.<config_field>.*` flags and config.json entry follow."""
+    for group, settings in config_fields().items():
+        readers = ", ".join(n for n, s in CORES.items() if s.config_field == group)
+        doc = (f"{settings.__name__}, the settings of --policy {readers} (dim and input_tokens "
+               "follow this config).")  # fmt: skip
+        cls.__annotations__[group] = Annotated[
+            settings, tyro.conf.arg(constructor=_settings_flags(group), help=doc)
+        ]
+        setattr(cls, group, field(default_factory=settings))
+    return cls
 
 
 def cli_view(core: str) -> type:
@@ -112,8 +101,11 @@ def _check_choice(name: str, value: Any, choices: tuple) -> None:
 
 
 @dataclass
+@_add_core_groups
 class PolicyConfig:
-    """Everything that defines a policy's architecture; saved as config.json beside it."""
+    """Everything that defines a policy's architecture; saved as config.json beside it. The
+    temporal cores' settings follow the fields below, one per core family of the registry
+    (`ttm`, `lstm`, `transformer`, `gru`: `ttm_policy.cores.config_fields()`)."""
 
     # obs_keys, image_size, crop_size and core: not flags of ttm-train (tyro.conf.Suppress), which sets
     # them from the dataset and its own --obs-keys and --policy.
@@ -139,23 +131,6 @@ class PolicyConfig:
     """Width of each low-dim key; filled from the normalisation stats when the policy is built."""
     core: tyro.conf.Suppress[Core] = "ttm"
     """Temporal core: ttm, ttm-memoryless, lstm, transformer (last K steps), none (single frame)."""
-    ttm: Annotated[TTMConfig, tyro.conf.arg(constructor=_TTMFlags)] = field(
-        default_factory=_policy_ttm
-    )
-    """TTM core (`ttm`, `ttm-memoryless`); dim, input_tokens, memoryless are set from this config."""
-    lstm: Annotated[LSTMConfig, tyro.conf.arg(constructor=_LSTMFlags)] = field(
-        default_factory=LSTMConfig
-    )
-    """LSTM core (robomimic BC-RNN: 2 x 400); dim and input_tokens are set from this config."""
-    transformer: Annotated[
-        CausalTransformerConfig, tyro.conf.arg(constructor=_TransformerFlags)
-    ] = field(default_factory=CausalTransformerConfig)
-    """Causal Transformer core (window K=6 as RT-1); also the per-frame net of core `none`
-    (with window 1); dim and input_tokens are set from this config."""
-    gru: Annotated[GRUConfig, tyro.conf.arg(constructor=_GRUFlags)] = field(
-        default_factory=GRUConfig
-    )
-    """GRU core; dim and input_tokens are set from this config."""
     head: Head = "continuous"
     """Action head: continuous regression, gmm (robomimic), discrete (RT-1 bins)."""
     loss: Literal["l1", "mse"] = "l1"

@@ -12,9 +12,11 @@ State is a tensor or a tuple of tensors, batch-first; `ttm-export` names the gra
 inputs and outputs from `STATE` and `ttm_policy.runtime` reads them from the spec.
 
 A core's settings are a dataclass with `dim` and `input_tokens` (set by PolicyConfig from its
-own `dim` and token count), kept in the PolicyConfig field `config_field`. Adding a core: its
-module (config dataclass + module class with the interface above), one entry below, and its
-config field in PolicyConfig (so `--model.<field>.*` flags and config.json carry it).
+own `dim` and token count), kept in the PolicyConfig field `config_field`, which PolicyConfig
+makes from this registry (so `--model.<field>.*` flags and config.json carry it). Adding a
+core: its module (settings dataclass + module class with the interface above) and one entry
+below (with its import). `train/presets.py` may give it CPU-sized settings; without, it
+trains with its settings class's defaults.
 """
 
 from __future__ import annotations
