@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import imageio.v2 as imageio
+import numpy as np
 import pytest
 
 from envs.collect import Args, collect
@@ -52,8 +53,16 @@ def test_eval_json_is_consistent_and_videos_play(checkpoint, tmp_path):
     assert data["success_rate"] == data["successes"] / 5
     assert [e["outcome"] == "success" for e in eps] == [e["success"] for e in eps]
     assert data["successes"] + data["failures"] + data["timeouts"] == 5
-    lo, hi = data["ci95_wilson"]
-    assert 0 <= lo <= data["success_rate"] <= hi <= 1
+    k, n, z = data["successes"], 5, 1.96  # the Wilson score interval, written out here
+    centre, half = (
+        (k / n + z * z / (2 * n)),
+        z * np.sqrt(k / n * (1 - k / n) / n + z * z / (4 * n * n)),
+    )
+    want = (
+        max(0.0, (centre - half) / (1 + z * z / n)),
+        min(1.0, (centre + half) / (1 + z * z / n)),
+    )
+    np.testing.assert_allclose(data["ci95_wilson"], want, atol=1e-12)
     assert data["lengths"] == [e["length"] for e in eps] and all(
         1 <= n <= 30 for n in data["lengths"]
     )
