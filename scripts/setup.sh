@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv at the repository root (if missing) and install the package with its dev extra.
+# Create .venv at the repository root (if missing) and install the package with everything:
+# the `train` extra (torch, simulators, training and export) and the `dev` extra (tests).
+# A robot computer needs neither: `pip install .` alone installs the runtime (see README).
 # torch is pinned to 2.13.0 first: on a CPU-only machine that is the CPU wheel; on Linux
 # with NVIDIA drivers PyPI serves the CUDA build of the same release.
 set -euo pipefail
@@ -9,9 +11,10 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 stamp=.venv/.ttm_installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# Reinstall when pyproject.toml or this script changed since the last install.
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q "torch==${TTM_TORCH_VERSION:-2.13.0}"
-    .venv/bin/python -m pip install -q -e ".[dev]"
+    .venv/bin/python -m pip install -q -e ".[train,dev]"
     touch "$stamp"
 fi

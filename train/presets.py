@@ -4,17 +4,18 @@
     ttm-train --dataset demos.hdf5 --preset gpu     # the paper-sized model, for one GPU
     ttm-train --dataset demos.hdf5 --steps 500      # any flag overrides the preset's value
 
-Both presets train the same way (whole episodes from their first step, so the memory a policy
-carries at step t in training is the memory it carries at step t of a rollout; observations:
-every camera in the file and the robot's proprioception, no simulator object state); they
-differ in size and budget:
+Both presets train the same way (every batch row reads an episode from its first step in
+64-step pieces with its memory carried from piece to piece, so the memory a policy carries at
+step t in training is the memory it carries at step t of a rollout; observations: every
+camera in the file and the robot's proprioception, no simulator object state); they differ in
+size and budget:
 
 - `cpu` (default): sized for 2 CPU cores, the budget of docs/results.md. D=32, 4 tokens per
   camera, a small conv tokenizer, TTM M=8 memory tokens, R=4 read, one layer; baselines at
-  the same scale (LSTM and GRU 2 x 64, Transformer window 6 and one layer); batch 16 episodes,
+  the same scale (LSTM and GRU 2 x 64, Transformer window 6 and one layer); batch 16 rows,
   AdamW 2e-3 with cosine decay.
 - `gpu`: the official TTM sizes (D=128, M=64, R=8, 4 layers, 8 tokens per camera), robomimic's
-  BC-RNN LSTM (2 x 400), batch 64 episodes, AdamW 3e-4, 20k steps. Not measured here (no
+  BC-RNN LSTM (2 x 400), batch 64 rows, AdamW 3e-4, 20k steps. Not measured here (no
   GPU on the machine the results come from): a starting point, not a result.
 
 `TrainConfig()`'s own defaults are the `cpu` preset (a test checks it), so the Python API and

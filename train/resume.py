@@ -76,6 +76,8 @@ def find_resume_checkpoint(out: Path, say: bool = True):
                 "optimizer": load_file(ck / "optimizer.safetensors"),
                 "rng": load_file(ck / "rng.safetensors"),
             }
+            if state.get("stream_memory"):  # the --chunk lanes' memory
+                tensors["stream"] = load_file(ck / "stream.safetensors")
             json.loads((ck / CONFIG_NAME).read_text())["policy"]  # noqa: B018
             shapes = {k: v.shape for k, v in tensors["model"].items()}
             if {k: v.shape for k, v in tensors["train"].items()} != shapes:
@@ -218,18 +220,15 @@ def resume(cfg: TrainConfig, policy, opt, ema, dist: Dist) -> tuple[int, Any]:
     cuda_rng = f"cuda.{rank}" if f"cuda.{rank}" in rng else "cuda.0"
     if dist.device.type == "cuda" and cuda_rng in rng:
         torch.cuda.set_rng_state(rng[cuda_rng], dist.device)
-    return state["step"], saved_memory(ck, state, rank, dist.device)
+    return state["step"], saved_memory(tensors, state, rank, dist.device)
 
 
-def saved_memory(ck: Path, state: dict, rank: int, device: torch.device) -> Any:
-    """The --chunk lanes' memory of rank `rank` saved in checkpoint `ck` (None if none was)."""
-    kind = state.get("stream_memory")
+def saved_memory(tensors: dict, state: dict, rank: int, device: torch.device) -> Any:
+    """The --chunk lanes' memory of rank `rank` in a loaded checkpoint (None if none was saved):
+    a tensor or a tuple of tensors, as the core holds its state."""
+    kind, saved = state.get("stream_memory"), tensors.get("stream", {})
     if kind is None:
         return None
-    try:
-        saved = load_file(ck / "stream.safetensors")
-    except (OSError, SafetensorError) as e:
-        raise ValueError(f"--resume: {ck}/stream.safetensors (the lanes' memory): {e}") from e
     parts = [
         saved[k].to(device)
         for k in sorted(

@@ -52,7 +52,9 @@ def _settings_flags(group: str) -> type:
     for f in fields(cls):
         if f.name in fixed:
             ns["__annotations__"][f.name] = tyro.conf.Suppress[hints[f.name]]
-            ns[f.name] = f.default if f.default is not MISSING else field(default_factory=f.default_factory)
+            ns[f.name] = (
+                f.default if f.default is not MISSING else field(default_factory=f.default_factory)
+            )
     return dataclass(type(cls.__name__, (cls,), ns))
 
 

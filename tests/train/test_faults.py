@@ -121,6 +121,21 @@ def test_resume_skips_damaged_checkpoints_and_cleans_leftovers(demos, tmp_path, 
     assert not (root / ".5.old-999999999-x").exists()
 
 
+def test_resume_skips_a_checkpoint_whose_lane_memory_is_damaged(demos, tmp_path, capsys):
+    """--chunk: the lanes' memory is part of the checkpoint; a torn stream.safetensors makes
+    the checkpoint unreadable like a torn weights file, and the resume takes an older one."""
+    out = tmp_path / "run"
+    train(config(demos, out, steps=10, chunk=8))
+    root = out / "checkpoints"
+    for name in ("10", "last"):
+        lanes = root / name / "stream.safetensors"
+        lanes.write_bytes(lanes.read_bytes()[:40])
+    summary = train(config(demos, out, steps=12, chunk=8, resume=True))
+    err = capsys.readouterr().err
+    assert f"skipping {root / '10'}: SafetensorError" in err
+    assert summary["resumed_from"] == 5 and summary["steps"] == 12
+
+
 def test_the_training_clock_continues_across_a_resume(demos, tmp_path):
     """`charts/train_s` (the learning curves' clock) resumes from the checkpoint's value."""
     out = tmp_path / "run"
