@@ -59,7 +59,7 @@ def preset(name: str, **fields: Any) -> Any:
     unknown name."""
     import tyro
 
-    from train.train import TrainConfig
+    from train.config import TrainConfig
 
     if name not in PRESETS:
         raise ValueError(f"--preset {name!r}: choose one of {', '.join(PRESETS)}")
