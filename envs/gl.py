@@ -13,7 +13,7 @@ framebuffer/textures or its current context and returns garbage images.
 
 `free_render_context(gl_context, mjr_context)` makes the right context current, frees,
 destroys, and puts back the binding that was current before (unless it was the freed one).
-`point_cue.Renderer` (mujoco's) and `robosuite_tasks.RenderContext` (robosuite's) use it in
+`planar.Renderer` (mujoco's) and `robosuite_tasks.RenderContext` (robosuite's) use it in
 `close()` and when the garbage collector frees them.
 
 `setup()` chooses the GL backend: MUJOCO_GL defaults to `egl` (headless; Mesa llvmpipe on a

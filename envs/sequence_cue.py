@@ -59,34 +59,21 @@ so forcing the cue does not change it; the pads are fixed.
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import math
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from envs import gl, registry
+import numpy as np
 
-gl.setup()  # before mujoco is imported: it picks its GL backend then
-
-import gymnasium as gym  # noqa: E402
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
-
-from envs.point_cue import (  # noqa: E402  (the same physics, colours and renderer as PointCue)
-    CONTROL_DT,
-    CUE_RGBA,
+from envs.planar import (  # the same scene, physics and rendering as PointCue
+    CAMERAS,
     GOAL_RADIUS,
-    MAX_SPEED,
     PAD_RGBA,
-    PHYSICS_DT,
-    Renderer,
-    _close_if_alive,
-    _package_version,
+    PlanarCueEnv,
+    PlanarExpert,
 )
 
-CAMERAS = ("agentview",)  # the cameras this env can render
 N_GOALS, N_ITEMS = 6, 3  # default pad count and sequence length
 MAX_GOALS = 8  # more pads would crowd the circle (pad spacing, the expert's clear routes)
 RING_RADIUS = 0.3  # m; pads lie on this circle around the centre of the plane
@@ -102,47 +89,18 @@ def goal_positions(n_goals: int) -> np.ndarray:
     return RING_RADIUS * np.stack([np.cos(angles), np.sin(angles)], axis=1)
 
 
-def _scene_xml(goals: np.ndarray, image_size: int) -> str:
-    # As cheap to render as PointCue's scene: a thin box floor, no shadow map, no multisampling,
-    # coarse cylinders and sphere.
-    off = max(image_size, 64)
+def _pads_xml(goals: np.ndarray) -> str:
+    """The pads' geoms for `scene_xml`, one line each."""
     rgba = " ".join(map(str, PAD_RGBA))
-    pads = "\n".join(
+    return "\n".join(
         f'    <geom name="pad{k}" type="cylinder" size="0.06 0.001" pos="{x:.6f} {y:.6f} 0.001" '
         f'rgba="{rgba}" contype="0" conaffinity="0"/>'
         for k, (x, y) in enumerate(goals)
     )
-    return f"""
-<mujoco model="sequence_cue">
-  <option timestep="{PHYSICS_DT}" gravity="0 0 0" integrator="implicitfast"/>
-  <visual>
-    <quality shadowsize="0" offsamples="0" numslices="8" numstacks="4"/>
-    <global offwidth="{off}" offheight="{off}"/>
-    <headlight ambient="0.5 0.5 0.5" diffuse="0.5 0.5 0.5" specular="0 0 0"/>
-  </visual>
-  <worldbody>
-    <geom name="floor" type="box" size="0.5 0.5 0.001" pos="0 0 -0.001" rgba="0.25 0.25 0.25 1"
-          contype="0" conaffinity="0"/>
-{pads}
-    <camera name="agentview" pos="0 0 1.2" fovy="45"/>
-    <body name="point" pos="0 0 0.04">
-      <joint name="x" type="slide" axis="1 0 0" range="-0.45 0.45" limited="true"/>
-      <joint name="y" type="slide" axis="0 1 0" range="-0.45 0.45" limited="true"/>
-      <geom name="point" type="sphere" size="0.04" mass="1" rgba="0.2 0.4 1 1"
-            contype="0" conaffinity="0"/>
-    </body>
-  </worldbody>
-  <actuator>
-    <!-- velocity servos: force = kv * (ctrl * MAX_SPEED - qvel); time constant 1/kv = 20 ms -->
-    <velocity name="vx" joint="x" kv="50" ctrlrange="-{MAX_SPEED} {MAX_SPEED}"/>
-    <velocity name="vy" joint="y" kv="50" ctrlrange="-{MAX_SPEED} {MAX_SPEED}"/>
-  </actuator>
-</mujoco>
-"""
 
 
-class SequenceCueEnv(gym.Env):
-    metadata = {"render_modes": ["rgb_array"], "render_fps": int(1 / CONTROL_DT)}
+class SequenceCueEnv(PlanarCueEnv):
+    TASK, MODEL, TASK_STATE = "SequenceCue", "sequence_cue", ("t", "progress", "cue")
     # Cue values at the default sizes (an env's own `cues` counts its sizes); reset(options=
     # {"cue": i}) forces one (see envs/base.py).
     cues = math.perm(N_GOALS, N_ITEMS)
@@ -174,43 +132,23 @@ class SequenceCueEnv(gym.Env):
                 f"item_steps + delay_steps; got item_steps={item_steps}, delay_steps="
                 f"{delay_steps}, max_steps={max_steps} (n_items={n_items})"
             )
-        if image_size < 1:
-            raise ValueError(f"SequenceCue image_size must be positive; got {image_size}")
-        unknown = [c for c in cameras if c not in CAMERAS]
-        if unknown:
-            raise ValueError(
-                f"unknown camera(s) {', '.join(map(repr, unknown))}; SequenceCue has: "
-                f"{', '.join(CAMERAS)}"
-            )
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array'; got {render_mode!r}")
+        goals = goal_positions(n_goals)  # (n_goals, 2) m
+        super().__init__(
+            goals=goals,
+            pads=_pads_xml(goals),
+            cue_steps=cue_steps,
+            delay_steps=delay_steps,
+            max_steps=max_steps,
+            image_size=image_size,
+            cameras=cameras,
+            render_images=render_images,
+            render_mode=render_mode,
+        )
         self.n_goals, self.n_items, self.item_steps = n_goals, n_items, item_steps
-        self.cue_steps, self.delay_steps, self.max_steps = cue_steps, delay_steps, max_steps
-        self.image_size, self.cameras = image_size, tuple(cameras)
-        # cameras=() turns images off, as for the other tasks.
-        self.render_images, self.render_mode = render_images and bool(self.cameras), render_mode
-        self.goals = goal_positions(n_goals)  # (n_goals, 2) m
         # Every ordered sequence; the cue is an index into this list.
         self._sequences = list(itertools.permutations(range(n_goals), n_items))
         self.cues = len(self._sequences)
-
-        self._xml = _scene_xml(self.goals, image_size)
-        self.model = mujoco.MjModel.from_xml_string(self._xml)
-        self.data = mujoco.MjData(self.model)
-        self._n_substeps = round(CONTROL_DT / PHYSICS_DT)
-        self._pad_ids = [self.model.geom(f"pad{k}").id for k in range(n_goals)]
-        self._renderer: Renderer | None = None  # made on first use, then reused
-        self._t = 0  # env steps taken in this episode
-        self._cue = 0  # index of the target sequence in self._sequences
         self._progress = 0  # items of the sequence visited so far, in order
-
-        spaces = {"robot0_eef_pos": gym.spaces.Box(-np.inf, np.inf, (3,), np.float64)}
-        if self.render_images:
-            for cam in self.cameras:
-                shape = (image_size, image_size, 3)
-                spaces[f"{cam}_image"] = gym.spaces.Box(0, 255, shape, np.uint8)
-        self.observation_space = gym.spaces.Dict(spaces)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
 
     # --- cue encoding --------------------------------------------------------------------------
 
@@ -239,45 +177,28 @@ class SequenceCueEnv(gym.Env):
         """Items of the sequence visited so far, in order (privileged)."""
         return self._progress
 
-    # --- gymnasium API -------------------------------------------------------------------------
+    # --- the task (hooks of PlanarCueEnv) ------------------------------------------------------
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - {"cue"}
-        if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; expected only 'cue'")
-        mujoco.mj_resetData(self.model, self.data)
-        # Draw the start first and the cue always, so a forced cue leaves the scene unchanged.
-        self.data.qpos[:] = self.np_random.uniform(-START_HALF, START_HALF, 2)
-        cue = int(self.np_random.integers(self.cues))
-        if "cue" in options:
-            forced = options["cue"]
-            if isinstance(forced, (int, np.integer)):
-                self.sequence_of(int(forced))  # checks the range
-                cue = int(forced)
-            else:
-                cue = self.cue_of(forced)
-        self._cue, self._t, self._progress = cue, 0, 0
-        mujoco.mj_forward(self.model, self.data)
-        return self.get_obs(), {"success": False, "cue": cue, "sequence": self.sequence}
+        obs, info = super().reset(seed=seed, options=options)
+        self._progress = 0
+        return obs, {**info, "sequence": self.sequence}
 
-    def step(self, action: np.ndarray):
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != (7,):
-            raise ValueError(f"SequenceCue action must have shape (7,); got {action.shape}")
-        held = self._t < self.cue_steps + self.delay_steps
-        # (2,) velocity command; ignored (zero) while the point is held still
-        self.data.ctrl[:] = 0.0 if held else np.clip(action[:2], -1.0, 1.0) * MAX_SPEED
-        mujoco.mj_step(self.model, self.data, nstep=self._n_substeps)
-        # mj_step leaves positions derived from qpos (xpos, which the image draws) one substep
-        # behind qpos; recompute them so that the image shows the state get_sim_state returns and
-        # set_sim_state (which ends in mj_forward) restores the same image mid-episode.
-        mujoco.mj_forward(self.model, self.data)
-        self._t += 1
+    def _draw_start(self) -> np.ndarray:
+        return self.np_random.uniform(-START_HALF, START_HALF, 2)
 
-        dist = np.linalg.norm(self.goals - self.data.qpos[:2], axis=1)  # (n_goals,) to each pad
-        reached = int(np.argmin(dist)) if dist.min() < GOAL_RADIUS and not held else -1
+    def _forced_cue(self, value: Any) -> int:
+        """`value` is a cue index or the sequence itself (pad indices)."""
+        if isinstance(value, (int, np.integer)):
+            self.sequence_of(int(value))  # checks the range
+            return int(value)
+        return self.cue_of(value)
+
+    def lit_pad(self) -> int:
+        """The pad the image shows lit now (sequence[t // item_steps] during the cue), or -1."""
+        return self.sequence[self._t // self.item_steps] if self._t < self.cue_steps else -1
+
+    def _outcome(self, reached: int) -> tuple[bool, bool, dict[str, Any]]:
         seq, failed = self.sequence, False
         if reached >= 0:
             if self._progress < self.n_items and reached == seq[self._progress]:
@@ -285,8 +206,6 @@ class SequenceCueEnv(gym.Env):
             elif reached not in seq[: self._progress]:  # visited ones may be passed again
                 failed = True  # a non-target pad, or a target out of order
         success = self._progress == self.n_items
-        terminated = success or failed
-        truncated = not terminated and self._t >= self.max_steps
         info = {
             "success": success,
             "cue": self._cue,
@@ -294,94 +213,18 @@ class SequenceCueEnv(gym.Env):
             "progress": self._progress,
             "reached": reached,
         }
-        return self.get_obs(), float(success), terminated, truncated, info
+        return success, success or failed, info
 
-    def render(self) -> np.ndarray | None:
-        return self._render() if self.render_mode == "rgb_array" else None
+    def _task_state(self) -> list[int]:
+        # t, progress and the cue are part of the sim state because replay needs them: they
+        # decide what the image shows, whether actions are ignored and what a visit means.
+        return [self._t, self._progress, self._cue]
 
-    def close(self) -> None:
-        """Free the renderer and its GL context (idempotent)."""
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+    def _set_task_state(self, values: np.ndarray) -> None:
+        self._t, self._progress, self._cue = int(values[0]), int(values[1]), int(values[2])
 
-    # --- observations --------------------------------------------------------------------------
-
-    def get_obs(self) -> dict[str, np.ndarray]:
-        """The observation of the current state (what `reset`/`step` return)."""
-        pos = np.array([self.data.qpos[0], self.data.qpos[1], 0.04])  # (3,) m
-        obs = {"robot0_eef_pos": pos}
-        if self.render_images:
-            for cam in self.cameras:
-                obs[f"{cam}_image"] = self._render(cam)
-        return obs
-
-    def lit_pad(self) -> int:
-        """The pad the image shows lit now (sequence[t // item_steps] during the cue), or -1."""
-        return self.sequence[self._t // self.item_steps] if self._t < self.cue_steps else -1
-
-    def _render(self, camera: str = "agentview") -> np.ndarray:
-        """(S, S, 3) uint8 frame; one pad is red only while t < cue_steps."""
-        lit = self.lit_pad()
-        for k, gid in enumerate(self._pad_ids):
-            self.model.geom_rgba[gid] = CUE_RGBA if k == lit else PAD_RGBA
-        if self._renderer is None:
-            gl.check_mujoco_backend()
-            # Renderer (PointCue's): frees its GL objects in its own context.
-            self._renderer = Renderer(self.model, self.image_size, self.image_size)
-            # Free the GL context before interpreter teardown unloads EGL (else noisy errors).
-            atexit.register(_close_if_alive, weakref.ref(self))
-        self._renderer.update_scene(self.data, camera=camera)
-        return self._renderer.render()  # a fresh array, upright (mujoco.Renderer flips rows)
-
-    # --- envs/base.py contract -----------------------------------------------------------------
-
-    def get_sim_state(self) -> np.ndarray:
-        """(8,) float64: time, qpos x, y, qvel x, y, step counter t, progress, cue. t, progress
-        and the cue are part of the state because replay needs them: they decide what the image
-        shows, whether actions are ignored and what a visit means."""
-        d = self.data
-        extra = [self._t, self._progress, self._cue]
-        return np.concatenate([[d.time], d.qpos, d.qvel, extra]).astype(np.float64)
-
-    def set_sim_state(self, state: np.ndarray) -> None:
-        state = np.asarray(state, dtype=np.float64)
-        if state.shape != (STATE_SIZE,):
-            raise ValueError(
-                f"SequenceCue state must have shape ({STATE_SIZE},) = time, qpos (2), qvel (2), "
-                f"t, progress, cue; got {state.shape}"
-            )
-        self.data.time = state[0]
-        self.data.qpos[:] = state[1:3]
-        self.data.qvel[:] = state[3:5]
-        self._t, self._progress, self._cue = int(state[5]), int(state[6]), int(state[7])
-        mujoco.mj_forward(self.model, self.data)
-
-    def model_xml(self) -> str:
-        return self._xml
-
-    def env_args(self) -> dict[str, Any]:
-        kwargs = dict(
-            n_goals=self.n_goals,
-            n_items=self.n_items,
-            item_steps=self.item_steps,
-            delay_steps=self.delay_steps,
-            max_steps=self.max_steps,
-            image_size=self.image_size,
-            cameras=list(self.cameras),
-            render_images=self.render_images,
-        )
-        return {
-            "env_name": "ttm/SequenceCue-v0",
-            "env_version": _package_version(),
-            "type": 2,  # robomimic EnvType.GYM_TYPE
-            "env_kwargs": kwargs,
-        }
-
-    def make_expert(self, noise: float = 0.0, seed: int | None = None) -> SequenceCueExpert:
-        """The expert of the task registry's entry (`envs/registry.py`)."""
-        spec = registry.task_spec("SequenceCue")
-        return registry.load(spec.expert)(self, noise=noise, seed=seed)
+    def _task_kwargs(self) -> dict[str, Any]:
+        return {"n_goals": self.n_goals, "n_items": self.n_items, "item_steps": self.item_steps}
 
 
 def _segment_distance(a: np.ndarray, b: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -391,7 +234,7 @@ def _segment_distance(a: np.ndarray, b: np.ndarray, points: np.ndarray) -> np.nd
     return np.linalg.norm(points - (a + s[:, None] * ab), axis=1)
 
 
-class SequenceCueExpert:
+class SequenceCueExpert(PlanarExpert):
     """Steers to the next pad of the cued sequence; while the env holds the point (cue + delay)
     it already commands the move to the first pad, which the env ignores (PointCueExpert says
     why the held steps carry the intent rather than zeros).
@@ -405,13 +248,6 @@ class SequenceCueExpert:
     added to the two used action dims; dims 2..6 are always zero.
     """
 
-    def __init__(self, env: SequenceCueEnv, *, noise: float = 0.0, seed: int | None = None):
-        self.env, self.noise = env, noise
-        self.rng = np.random.default_rng(seed)
-
-    def reset(self) -> None:
-        pass
-
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         env = self.env
         pos = obs["robot0_eef_pos"][:2]  # (2,) m
@@ -424,12 +260,7 @@ class SequenceCueExpert:
             GOAL_RADIUS + CLEARANCE
         )
         aim = np.zeros(2) if blocked else target  # the ring's centre, or the pad
-        # Speed command that would cover 80% of the remaining distance in one step, capped.
-        v = 0.8 * (aim - pos) / (MAX_SPEED * CONTROL_DT)
-        v /= max(1.0, float(np.linalg.norm(v)))
-        action = np.zeros(7)
-        action[:2] = np.clip(v + self.noise * self.rng.standard_normal(2), -1.0, 1.0)
-        return action
+        return self._steer(pos, aim)
 
 
 def expert_success(

@@ -145,17 +145,13 @@ def run_cell(
     done). Ablations: `write_gate` gives TTM cores the gated write (TTMConfig.write_gate);
     `aux_final_keys` adds the final-state loss to any core (PolicyConfig.aux_final_keys);
     `object_state` adds the simulator's object poses to the observations."""
-    from eval.evaluate import EvalConfig, evaluate
-    from eval.quickstart import eval_current
     from train.presets import preset
-    from train.resume import checkpoint_steps
-    from train.train import infer_obs_keys, train
+    from train.train import infer_obs_keys
 
     data = root / "demos.hdf5"
     cfg = preset("cpu", dataset=data, out=root / core, policy=core, seed=seed)
     if steps:
         cfg.steps = steps
-    steps = cfg.steps
     if not torch.cuda.is_available():
         cfg.threads = 1  # two cells at a time on 2 cores
     if object_state:
@@ -163,9 +159,21 @@ def run_cell(
     cfg.model.ttm = replace(cfg.model.ttm, write_gate=write_gate)
     cfg.model.aux_final_keys = tuple(aux_final_keys)
     _check_options(cfg.out, write_gate, aux_final_keys, object_state)
-    timing = root / core / "timing.json"
+    return train_and_evaluate(cfg, eval_episodes, seed)
+
+
+def train_and_evaluate(cfg, eval_episodes: int, seed: int) -> Path:
+    """Train `cfg` (a TrainConfig; resumed if its run stopped early) and evaluate its last
+    checkpoint over `eval_episodes` seeded episodes; returns the eval.json (both reused when
+    done). The training wall time goes to `cfg.out/timing.json`, summed over resumes."""
+    from eval.evaluate import EvalConfig, evaluate
+    from eval.quickstart import eval_current
+    from train.resume import checkpoint_steps
+    from train.train import train
+
+    timing = cfg.out / "timing.json"
     done = checkpoint_steps(cfg.out)
-    if not (done and done[-1] >= steps):
+    if not (done and done[-1] >= cfg.steps):
         t0 = time.perf_counter()
         train(replace(cfg, resume=bool(done)))
         spent = time.perf_counter() - t0
@@ -174,15 +182,12 @@ def run_cell(
                 json.loads(timing.read_text()).get("train_wall_s", 0.0) if timing.exists() else 0
             )
         timing.write_text(json.dumps({"train_wall_s": spent, "resumed": bool(done)}))
-    ev_path = root / core / "eval" / "eval.json"
-    if not eval_current(ev_path, root / core / "checkpoints" / "last"):
+    last = cfg.out / "checkpoints" / "last"
+    ev_path = cfg.out / "eval" / "eval.json"
+    if not eval_current(ev_path, last):
         evaluate(
             EvalConfig(
-                checkpoint=root / core / "checkpoints" / "last",
-                episodes=eval_episodes,
-                envs=2,
-                seed=seed,
-                out=ev_path.parent,
+                checkpoint=last, episodes=eval_episodes, envs=2, seed=seed, out=ev_path.parent
             )
         )
     return ev_path

@@ -9,6 +9,7 @@ Subcommands, one module each (all report through `eval.bench.report`):
   runtime-latency     exported ONNX policy latency at batch 1 (p50/p99) and file sizes
   control-latency     end-to-end control step (images -> action) per core against history
   rollout-throughput  env steps/s in vector envs with 1, 2, 4 envs, with and without images
+  memory-sweep  success against parameters: TTM memory sizes vs LSTM widths on one dataset
 
 Benchmarks report medians and ratios; nothing here asserts a speed (the machine is shared).
 """
@@ -22,6 +23,7 @@ import tyro
 
 from eval.bench.compare import Compare
 from eval.bench.control_latency import ControlLatency
+from eval.bench.memory_sweep import MemorySweep
 from eval.bench.recall import Recall
 from eval.bench.results import Results
 from eval.bench.rollout_throughput import RolloutThroughput
@@ -38,6 +40,7 @@ Command = (
     | Annotated[ControlLatency, tyro.conf.subcommand("control-latency")]
     | Annotated[RolloutThroughput, tyro.conf.subcommand("rollout-throughput")]
     | Annotated[RuntimeLatency, tyro.conf.subcommand("runtime-latency")]
+    | Annotated[MemorySweep, tyro.conf.subcommand("memory-sweep")]
 )
 
 

@@ -47,12 +47,29 @@ def test_robosuite_cued_horizon_grows_with_the_delay(cls):
         gym.make(envs.task_id(cls.ENV_NAME), delay_steps=100, horizon=100, cameras=())
 
 
+@pytest.mark.parametrize("delay", [10, 100, 200])
+def test_sequencecue_limit_grows_with_the_delay_and_the_expert_finishes(delay):
+    """3 items x 4 cue steps, the delay, then 15 steps to move per item, whatever the delay."""
+    env = gym.make(envs.task_id("SequenceCue"), delay_steps=delay, cameras=())
+    u = env.unwrapped
+    assert u.max_steps == 12 + delay + 45
+    assert u.env_args()["env_kwargs"]["max_steps"] == u.max_steps  # re-created exactly
+    obs, info = env.reset(seed=delay)
+    expert, done = u.make_expert(seed=delay), False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(expert.act(obs))
+        done = terminated or truncated
+    assert info["success"] and not truncated, info
+    env.close()
+
+
 def test_every_cued_task_is_covered():
     """A new cued task must be added to the tests above."""
     assert {n for n in envs.TASKS if getattr(env_class(n), "cues", None)} == {
         "PointCue",
         "LiftCued",
         "PlaceCued",
+        "SequenceCue",
     }
 
 

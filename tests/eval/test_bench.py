@@ -143,3 +143,33 @@ def test_control_latency_and_rollout_throughput(tmp_path):
     assert set(r) == {"images/1", "images/2", "no_images/1", "no_images/2"}
     assert all(v["env_steps_per_s"] > 0 for v in r.values())
     assert (tmp_path / "rollouts" / "rollout_throughput.png").stat().st_size > 5_000
+
+
+def test_memory_sweep_trains_evaluates_and_resumes(tmp_path, capsys):
+    """Two TTM memory sizes, one LSTM width and the memory-less floor on real PointCue demos:
+    every cell's row is its own run's numbers, and a second call reuses the finished cells."""
+    from envs.collect import Args, collect
+
+    data = tmp_path / "pc.hdf5"
+    collect(Args(task="PointCue", out=data, episodes=4, seed=0, valid_fraction=0.25))
+    args = ["memory-sweep", "--dataset", str(data), "--ttm-memory", "2", "4"]
+    args += ["--lstm-hidden", "8", "--steps", "2", "--episodes", "2", "--out", str(tmp_path / "s")]
+    main(args)
+    cells = json.loads((tmp_path / "s" / "memory_sweep.json").read_text())["cells"]
+    assert [c["run"] for c in cells] == ["ttm_M2", "ttm_M4", "lstm_H8", "ttm-memoryless"]
+    by = {c["run"]: c for c in cells}
+    # M adds state (M x D floats at D = 32) and almost no parameters; the LSTM carries (h, c)
+    assert by["ttm_M4"]["state_floats"] == 2 * by["ttm_M2"]["state_floats"] == 4 * 32
+    assert (
+        0
+        < by["ttm_M4"]["parameters"] - by["ttm_M2"]["parameters"]
+        < 0.02 * by["ttm_M2"]["parameters"]
+    )
+    assert by["lstm_H8"]["state_floats"] == 2 * 2 * 8
+    for c in cells:
+        ev = json.loads((tmp_path / "s" / c["run"] / "eval" / "eval.json").read_text())
+        assert (c["successes"], c["episodes"]) == (ev["successes"], 2)
+    assert (tmp_path / "s" / "memory_sweep.png").stat().st_size > 10_000
+    stamp = (tmp_path / "s" / "ttm_M2" / "eval" / "eval.json").stat().st_mtime
+    main(args)  # everything on disk: nothing retrained or re-evaluated
+    assert (tmp_path / "s" / "ttm_M2" / "eval" / "eval.json").stat().st_mtime == stamp
