@@ -297,7 +297,12 @@ def build_data(cfg: TrainConfig, main_rank: bool) -> Data:
     image_size = image_sizes.pop() if image_sizes else cfg.model.image_size
     crop = crop_side(cfg.crop, image_size)
     model_cfg = replace(
-        cfg.model, obs_keys=obs_keys, core=cfg.policy, image_size=image_size, crop_size=crop
+        cfg.model,
+        obs_keys=obs_keys,
+        core=cfg.policy,
+        image_size=image_size,
+        crop_size=crop,
+        action_dim=demos.action_dim,
     )
     horizon = model_cfg.action_horizon
     data_cfg = DataConfig(

@@ -152,8 +152,9 @@ class PolicyConfig:
     """Bins per action dimension of the discrete head (RT-1's 256)."""
     sample_actions: bool = False
     """gmm/discrete: sample actions at inference instead of taking the most likely one."""
-    action_dim: int = 7
-    """A: OSC_POSE deltas (6) + gripper."""
+    action_dim: tyro.conf.Suppress[int] = 7
+    """A: OSC_POSE deltas (6) + gripper for robosuite; Meta-World's 4 (xyz delta + gripper).
+    Not a flag of ttm-train, which sets it from the dataset's actions."""
     action_horizon: int = 1
     """K: actions predicted per step (1 = no chunks). K > 1 needs data with action_horizon=K."""
     chunk_execution: Literal["queue", "ensemble"] = "queue"

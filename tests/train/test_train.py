@@ -124,6 +124,26 @@ def test_smoke_each_core_trains_saves_and_acts_in_the_env(demos, tmp_path, polic
         obs, *_ = env.step(a)
 
 
+def test_the_action_width_comes_from_the_dataset(demos, tmp_path):
+    """A dataset with 4-D actions (Meta-World's xyz delta + gripper) trains a 4-D policy."""
+    import h5py
+
+    four = tmp_path / "four.hdf5"
+    four.write_bytes(demos.read_bytes())
+    with h5py.File(four, "r+") as f:
+        for name in f["data"]:
+            a = f[f"data/{name}/actions"][()]
+            del f[f"data/{name}/actions"]
+            f[f"data/{name}/actions"] = a[:, [0, 1, 2, 6]]
+    cfg = TrainConfig(dataset=four, out=tmp_path / "run", steps=2, batch_size=2, save_every=2,
+                      valid_every=0, threads=1)  # fmt: skip
+    train(tiny(cfg))
+    pol = TTMPolicy.from_pretrained(cfg.out / "checkpoints" / "last")
+    assert pol.cfg.action_dim == 4
+    obs, _ = gym.make(envs.task_id("PointCue")).reset(seed=0)
+    assert pol.select_action(obs).shape == (4,)
+
+
 def test_loss_falls(demos, tmp_path):
     cfg = TrainConfig(
         dataset=demos,

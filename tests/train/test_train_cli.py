@@ -24,6 +24,7 @@ FILLED = (
     "--model.gru.input-tokens",
     "--model.transformer.input-tokens",
     "--model.ttm.memoryless",  # --policy ttm-memoryless
+    "--model.action-dim",  # the dataset's actions
 )
 
 
