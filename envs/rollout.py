@@ -111,6 +111,17 @@ def summarise(episodes: list[dict[str, Any]]) -> dict[str, Any]:
         "ci95": wilson(k, n),
         "mean_return": float(np.mean([e["return"] for e in episodes])),
         "mean_length": float(np.mean([e["length"] for e in episodes])),
+        # episodes per partial-progress value, for tasks that report one (SequenceCue)
+        **(
+            {
+                "progress": {
+                    str(p): sum(e["progress"] == p for e in episodes)
+                    for p in sorted({e["progress"] for e in episodes})
+                }
+            }
+            if episodes and all("progress" in e for e in episodes)
+            else {}
+        ),  # fmt: skip
     }
 
 
@@ -195,8 +206,8 @@ def run_episodes(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run `episodes` seeded episodes in E = len(env_fns) envs (a vector env; processes when
-    E > 1). Returns `per_episode` (episode, seed, success, outcome, return, length, in
-    episode order), `frames` ({i: [(image, step, success), ...]} of `camera` for the first
+    E > 1). Returns `per_episode` (episode, seed, success, outcome, return, length, and
+    `progress` where the task reports one in `info`, in episode order), `frames` ({i: [(image, step, success), ...]} of `camera` for the first
     `video` episodes), `wall_s`, `policy_s` and `env_steps`. `check(obs)` sees the first
     observations before the policy acts."""
     E = len(env_fns)
@@ -259,6 +270,10 @@ def run_episodes(
                         "return": float(ret[e]),
                         "length": int(length[e]),
                     }
+                    if (
+                        "progress" in info
+                    ):  # a task's partial progress (SequenceCue: items visited in order)
+                        results[i]["progress"] = int(info["progress"][e])
                     bar.update(1)
                     bar.set_postfix(
                         success=f"{np.mean([r['success'] for r in results.values()]):.2f}"
@@ -339,6 +354,7 @@ def run_rollouts(
         "ci95_wilson": [lo, hi],
         "mean_return": summary["mean_return"],
         "mean_length": summary["mean_length"],
+        **({"progress": summary["progress"]} if "progress" in summary else {}),
         "lengths": [e["length"] for e in per_episode],
         "wall_time_s": run["wall_s"],
         "policy_steps_per_s": run["env_steps"] / max(run["policy_s"], 1e-9),

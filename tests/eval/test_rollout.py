@@ -58,3 +58,33 @@ def test_two_envs_give_the_one_env_episodes():
     masks = policy.resets[1:]
     assert all(len(m) == 2 and any(m) for m in masks) and sum(map(sum, masks)) >= 3
     assert two["env_steps"] == sum(e["length"] for e in eps)
+
+
+def test_partial_progress_is_recorded_per_episode_and_counted():
+    """SequenceCue reports how many items were visited in order: driving to pad 0 and staying
+    visits one item when the sequence starts with pad 0 (then times out) and fails at once
+    otherwise; eval.json's per-episode `progress` and its counts say which."""
+    from envs.rollout import summarise
+    from envs.sequence_cue import goal_positions
+
+    class GoToTop(GoToPad0):
+        def select_action(self, obs):
+            v = (
+                0.8
+                * (goal_positions(6)[0] - obs["robot0_eef_pos"][:, :2])
+                / (MAX_SPEED * CONTROL_DT)
+            )
+            v = v / np.maximum(1.0, np.linalg.norm(v, axis=1, keepdims=True))
+            return np.concatenate([v, np.zeros((len(v), 5))], axis=1)
+
+    fns = [functools.partial(make_env, "SequenceCue", KWARGS)]
+    eps = run_episodes(GoToTop(), fns, episodes=12, seed=0, progress=False)["per_episode"]
+    env = make_env("SequenceCue", KWARGS)
+    for e in eps:
+        _, info = env.reset(seed=e["seed"])
+        first = info["sequence"][0] == 0
+        assert e["progress"] == int(first) and e["outcome"] == ("timeout" if first else "failure")
+    assert summarise(eps)["progress"] == {
+        str(p): sum(e["progress"] == p for e in eps) for p in (0, 1)
+    }
+    assert any(e["progress"] == 1 for e in eps)  # 12 seeds: some sequences start at pad 0
