@@ -690,9 +690,9 @@ class EpisodeStreams(Sampler[list[tuple[int, int]]]):
         if chunk < 1:
             raise ValueError(f"EpisodeStreams needs chunk >= 1, got {chunk}")
         self.lengths = np.asarray(lengths, dtype=np.int64)
-        self.order = StepBatchSampler(len(self.lengths), batch_size, seed=seed)  # validates
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+        # The episode order (and the checks of the sizes, rank and world size).
+        order = dict(rank=rank, world_size=world_size, seed=seed)
+        self.order = StepBatchSampler(len(self.lengths), batch_size, **order)
         self.batch_size, self.chunk, self.rank, self.world_size = (
             batch_size,
             chunk,

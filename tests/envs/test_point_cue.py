@@ -20,9 +20,10 @@ def env():
     env.close()
 
 
-def run_expert(env, seed, cue, noise=0.05):
-    """Expert episode; returns (observations incl. the last, actions, final info)."""
-    obs, info = env.reset(seed=seed, options={"cue": cue})
+def run_expert(env, seed, cue=None, noise=0.05):
+    """Expert episode (the cue drawn from the seed when None); returns (observations incl. the
+    last, actions, final info). Also used by the other cued tasks' tests."""
+    obs, info = env.reset(seed=seed, options=None if cue is None else {"cue": cue})
     expert = env.unwrapped.make_expert(noise=noise, seed=seed)
     observations, actions = [obs], []
     done = False

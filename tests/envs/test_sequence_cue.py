@@ -14,6 +14,7 @@ from envs.env_args import make_from_env_args
 from envs.hdf5 import demo_names, read_demo, read_env_args
 from envs.point_cue import CONTROL_DT, MAX_SPEED
 from envs.sequence_cue import STATE_SIZE, SequenceCueEnv, SequenceCueExpert
+from tests.envs.test_point_cue import assert_obs_equal, run_expert
 
 HALF_VIEW = 1.2 * math.tan(math.radians(45 / 2))  # m seen from the image centre to its edge
 
@@ -23,21 +24,6 @@ def env():
     env = gym.make(envs.task_id("SequenceCue"))
     yield env
     env.close()
-
-
-def run_expert(env, seed, cue=None, noise=0.05):
-    """Expert episode; returns (observations incl. the last, actions, final info)."""
-    obs, info = env.reset(seed=seed, options=None if cue is None else {"cue": cue})
-    expert = env.unwrapped.make_expert(noise=noise, seed=seed)
-    observations, actions = [obs], []
-    done = False
-    while not done:
-        action = expert.act(obs)
-        obs, reward, terminated, truncated, info = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        done = terminated or truncated
-    return observations, actions, info
 
 
 def replay(env, seed, cue, actions):
@@ -72,13 +58,6 @@ def drive_to(env, pad, limit=30):
         if info["reached"] == pad or terminated or truncated:
             return terminated, info
     raise AssertionError(f"pad {pad} not reached in {limit} steps")
-
-
-def assert_obs_equal(a, b, where=""):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, f"{where} obs[{k!r}]"
-        assert a[k].tobytes() == b[k].tobytes(), f"{where} obs[{k!r}] differ"
 
 
 def test_observations_and_cue_encoding(env):
