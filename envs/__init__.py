@@ -2,7 +2,7 @@
 
 `import envs` registers the gymnasium id `ttm/<Task>-v0` of every task in `envs.TASKS` (the one
 task registry, `envs/registry.py`: env class, expert, recipe defaults). Every task env follows
-the contract in `envs/base.py` (observation dict, 7-D OSC_POSE action in [-1, 1],
+the contract in `envs/base.py` (observation dict, action in [-1, 1] of the env's width,
 `info["success"]`, simulator state get/set for robomimic-style replay, `env_args` that
 re-create the env).
 

@@ -2,7 +2,8 @@
 
 Observations (robomimic names): `<camera>_image` uint8 (H, W, 3) upright, plus low-dim
 float arrays such as `robot0_eef_pos` (3,), `robot0_eef_quat` (4,), `robot0_gripper_qpos` (2,)
-and privileged `object` state for experts. Actions: 7-D OSC_POSE delta + gripper in [-1, 1].
+and privileged `object` state for experts. Actions in [-1, 1]: 7-D OSC_POSE delta + gripper
+(robosuite, the planar tasks) or 4-D xyz delta + gripper (Meta-World).
 `step` returns `info["success"]` (bool) every step. `reset(seed=...)` is reproducible.
 
 Beyond gymnasium's API, a task env offers what demonstration collection and replay need
@@ -22,7 +23,8 @@ class Expert(Protocol):
     def reset(self) -> None: ...
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """Return a 7-D action in [-1, 1] (float32/float64) for the current step."""
+        """The action for the current step: the env's width (7, or 4 for Meta-World), in
+        [-1, 1], float32/float64."""
         ...
 
 

@@ -9,7 +9,7 @@ quickstart and the results table take the entry's recipe defaults.
 Classes are named by "module:attribute" strings, as gymnasium entry points are, so that reading
 the registry imports neither robosuite nor MuJoCo (vector-env workers import `envs` first).
 A robosuite task's name is its robosuite env name (`env_args["env_name"]`, the env class's
-`ENV_NAME`).
+`ENV_NAME`). The Meta-World entries `MW-<task>` are generated from `METAWORLD_TASKS`.
 """
 
 from __future__ import annotations
@@ -72,6 +72,40 @@ TASKS: dict[str, TaskSpec] = {
     "SequenceCue": TaskSpec("envs.sequence_cue:SequenceCueEnv", "envs.sequence_cue:SequenceCueExpert",
                             cued=True, recipe=Recipe(episodes=200, image_size=32, cameras=None)),
 }  # fmt: skip
+
+# Meta-World v3 (`envs/metaworld_tasks.py`, optional: scripts/setup.sh installs metaworld): the
+# tasks of its MT50 benchmark, named as Meta-World names them without "-v3". Each is the entry
+# `MW-<task>` (id `ttm/MW-<task>-v0`), its env class `metaworld_class_name(task)`, its expert
+# Meta-World's own scripted policy. The MT10 benchmark's ten come first.
+METAWORLD_MT10 = (
+    "reach", "push", "pick-place", "door-open", "drawer-open", "drawer-close",
+    "button-press-topdown", "peg-insert-side", "window-open", "window-close",
+)  # fmt: skip
+METAWORLD_TASKS = METAWORLD_MT10 + (
+    "assembly", "basketball", "bin-picking", "box-close", "button-press-topdown-wall",
+    "button-press", "button-press-wall", "coffee-button", "coffee-pull", "coffee-push",
+    "dial-turn", "disassemble", "door-close", "door-lock", "door-unlock", "hand-insert",
+    "faucet-open", "faucet-close", "hammer", "handle-press-side", "handle-press",
+    "handle-pull-side", "handle-pull", "lever-pull", "pick-place-wall", "pick-out-of-hole",
+    "plate-slide", "plate-slide-side", "plate-slide-back", "plate-slide-back-side",
+    "peg-unplug-side", "soccer", "stick-push", "stick-pull", "push-wall", "push-back",
+    "reach-wall", "shelf-place", "sweep-into", "sweep",
+)  # fmt: skip
+# 100 demonstrations from the third-person `corner` camera (turned upright) and the camera
+# behind the gripper, at 64 px, with the hand position and finger joints.
+_METAWORLD = Recipe(cameras=("corner", "behindGripper"))
+
+
+def metaworld_class_name(task: str) -> str:
+    """`pick-place` -> `MWPickPlaceEnv`, the class `envs.metaworld_tasks` makes for the task."""
+    return "MW" + "".join(part.capitalize() for part in task.split("-")) + "Env"
+
+
+_MW = "envs.metaworld_tasks"
+TASKS.update(
+    (f"MW-{t}", TaskSpec(f"{_MW}:{metaworld_class_name(t)}", f"{_MW}:MetaWorldExpert", recipe=_METAWORLD))
+    for t in METAWORLD_TASKS
+)  # fmt: skip
 
 
 def task_id(task: str) -> str:
