@@ -60,13 +60,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-LIFT_OBS_KEYS = (
-    "agentview_image",
-    "robot0_eye_in_hand_image",
-    "robot0_eef_pos",
-    "robot0_eef_quat",
-    "robot0_gripper_qpos",
-)
+from ttm_policy.config import LIFT_OBS_KEYS, check_obs_keys  # noqa: F401 - re-exported
 
 
 class DatasetError(ValueError):
@@ -102,13 +96,7 @@ class DataConfig:
                 "DataConfig.path is empty: pass the demonstration file, e.g. --data.path demos.hdf5"
             )
         self.obs_keys = tuple(self.obs_keys)
-        if not self.obs_keys:
-            raise ValueError(
-                "DataConfig.obs_keys is empty: name at least one key, e.g. agentview_image robot0_eef_pos"
-            )
-        dups = sorted({k for k in self.obs_keys if self.obs_keys.count(k) > 1})
-        if dups:
-            raise ValueError(f"DataConfig.obs_keys lists {dups} more than once: list each key once")
+        check_obs_keys(self.obs_keys, "DataConfig.obs_keys")
         if self.split not in ("train", "valid", "all"):
             raise ValueError(f"DataConfig.split={self.split!r}: use 'train', 'valid' or 'all'")
         if self.action_horizon < 0:

@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ttm_policy.config import PolicyConfig
+from ttm_policy.jsonfile import read_json
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -183,12 +184,7 @@ def load_config(directory: str | Path) -> PolicyConfig:
             f"save_pretrained, holding {CONFIG_NAME} and {WEIGHTS_NAME})"
         )
     path = directory / CONFIG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; a checkpoint directory holds {CONFIG_NAME}")
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    doc = read_json(path, "a checkpoint directory", CheckpointError)
     if not isinstance(doc, dict) or "policy" not in doc:
         raise CheckpointError(f"{path}: expected an object with a 'policy' entry")
     version = doc.get("format_version")

@@ -19,8 +19,8 @@ __all__ = ["LIFT_OBS_KEYS", "Core", "Head", "PolicyConfig", "is_image_key"]
 
 Head = Literal["continuous", "gmm", "discrete"]
 
-# robomimic's Lift image observations (the same tuple as train.data.LIFT_OBS_KEYS; the model
-# layer imports nothing from train/).
+# robomimic's Lift image observations (train.data re-exports them; the model layer imports
+# nothing from train/).
 LIFT_OBS_KEYS = (
     "agentview_image",
     "robot0_eye_in_hand_image",
@@ -33,6 +33,21 @@ LIFT_OBS_KEYS = (
 def is_image_key(key: str) -> bool:
     """robomimic's convention: `<camera>_image` is an RGB image, every other key is low-dim."""
     return key.endswith("_image")
+
+
+def check_obs_keys(keys: tuple[str, ...], owner: str) -> None:
+    """ValueError naming `owner` unless `keys` is a non-empty list of distinct keys, none empty
+    or holding '.' (the checkpoint's tensor names use it)."""
+    if not keys:
+        raise ValueError(
+            f"{owner} is empty: name at least one key, e.g. agentview_image robot0_eef_pos"
+        )
+    dups = sorted({k for k in keys if keys.count(k) > 1})
+    if dups:
+        raise ValueError(f"{owner} lists {dups} more than once: list each key once")
+    bad = [k for k in keys if "." in k or not k]
+    if bad:
+        raise ValueError(f"{owner} {bad}: keys may not be empty or contain '.'")
 
 
 def _settings_flags(group: str) -> type:
@@ -177,16 +192,7 @@ class PolicyConfig:
         self.aux_final_keys = tuple(self.aux_final_keys)
         self.conv_channels = tuple(self.conv_channels)
         self.lowdim_dims = {str(k): int(v) for k, v in dict(self.lowdim_dims).items()}
-        if not self.obs_keys:
-            raise ValueError(
-                "PolicyConfig.obs_keys is empty: name at least one key, e.g. agentview_image"
-            )
-        dups = sorted({k for k in self.obs_keys if self.obs_keys.count(k) > 1})
-        if dups:
-            raise ValueError(f"PolicyConfig.obs_keys lists {dups} more than once: list each once")
-        bad = [k for k in self.obs_keys if "." in k or not k]
-        if bad:
-            raise ValueError(f"PolicyConfig.obs_keys {bad}: keys may not be empty or contain '.'")
+        check_obs_keys(self.obs_keys, "PolicyConfig.obs_keys")
         for name in ("image_size", "crop_size", "dim", "tokens_per_camera", "head_hidden"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PolicyConfig.{name}={getattr(self, name)}: must be >= 1")

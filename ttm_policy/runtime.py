@@ -46,6 +46,8 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime as ort
 
+from ttm_policy.jsonfile import read_json
+
 # Kept equal to ttm_policy.export's (which imports torch, so it is not imported here).
 SPEC_NAME = "policy_spec.json"
 SPEC_FORMAT = "ttm_policy.export"
@@ -161,12 +163,7 @@ def load_spec(directory: str | Path) -> dict[str, Any]:
     if not directory.is_dir():
         raise PolicyLoadError(f"{directory}: no such export directory (written by ttm-export)")
     path = directory / SPEC_NAME
-    if not path.is_file():
-        raise PolicyLoadError(f"{path}: missing; an export directory holds {SPEC_NAME}")
-    try:
-        spec = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PolicyLoadError(f"{path}: not valid JSON ({e})") from e
+    spec = read_json(path, "an export directory", PolicyLoadError, missing=PolicyLoadError)
     if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
         raise PolicyLoadError(f"{path}: not a policy spec (expected format {SPEC_FORMAT!r})")
     if spec.get("format_version") != SPEC_VERSION:

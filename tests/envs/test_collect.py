@@ -76,15 +76,22 @@ def test_replay_from_file_reproduces_observations_and_success(dataset):
             env.reset(seed=int(demo["attrs"]["seed"]))
             u = env.unwrapped
             u.set_sim_state(demo["states"][0])
-            obs = u.get_obs()
-            for t, action in enumerate(demo["actions"]):
-                np.testing.assert_array_equal(u.get_sim_state(), demo["states"][t])
-                for key, value in demo["obs"].items():
-                    assert np.array_equal(obs[key], value[t]), f"{name} obs/{key} step {t}"
-                obs, reward, terminated, truncated, info = env.step(action)
-                assert reward == demo["rewards"][t]
-            assert terminated and info["success"] == bool(demo["attrs"]["success"]) is True
+            replay(env, demo, u.get_obs(), name)
         env.close()
+
+
+def replay(env, demo, obs, name=""):
+    """Step `env` (at the demo's first state, showing `obs`) through the demo's actions and
+    check every state, observation and reward against the file, and the stored success.
+    Also used by the other tasks' collection tests."""
+    u = env.unwrapped
+    for t, action in enumerate(demo["actions"]):
+        np.testing.assert_array_equal(u.get_sim_state(), demo["states"][t])
+        for key, value in demo["obs"].items():
+            assert np.array_equal(obs[key], value[t]), f"{name} obs/{key} step {t}"
+        obs, reward, terminated, truncated, info = env.step(action)
+        assert reward == demo["rewards"][t]
+    assert terminated and info["success"] == bool(demo["attrs"]["success"]) is True
 
 
 def test_workers_give_the_same_dataset(tmp_path, dataset):

@@ -14,6 +14,7 @@ from envs.env_args import make_from_env_args
 from envs.hdf5 import demo_names, read_demo, read_env_args
 from envs.point_cue import CONTROL_DT, MAX_SPEED
 from envs.sequence_cue import STATE_SIZE, SequenceCueEnv, SequenceCueExpert
+from tests.envs.test_collect import replay as replay_demo
 from tests.envs.test_point_cue import assert_obs_equal, run_expert
 
 HALF_VIEW = 1.2 * math.tan(math.radians(45 / 2))  # m seen from the image centre to its edge
@@ -277,11 +278,5 @@ def test_collect_two_episodes_and_replay_them(tmp_path):
         assert n > u.cue_steps + u.delay_steps
         # Recreated from env_args and reset with the stored seed, the env replays the demo.
         obs, _ = env.reset(seed=int(demo["attrs"]["seed"]))
-        for t, action in enumerate(demo["actions"]):
-            np.testing.assert_array_equal(u.get_sim_state(), demo["states"][t])
-            for key, value in demo["obs"].items():
-                assert np.array_equal(obs[key], value[t]), f"obs/{key} step {t}"
-            obs, reward, terminated, truncated, info = env.step(action)
-            assert reward == demo["rewards"][t]
-        assert terminated and info["success"] and bool(demo["attrs"]["success"])
+        replay_demo(env, demo, obs)
     env.close()
