@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
@@ -102,7 +103,7 @@ def _close_if_alive(ref: weakref.ref) -> None:
         env.close()
 
 
-class PlanarCueEnv(gym.Env):
+class PlanarCueEnv(gym.Env, ABC):
     """The point-mass scene as a gymnasium env; a task subclasses it (see the module docstring).
 
     State: `_t` env steps taken in this episode, `_cue` the episode's cue (an index).
@@ -167,34 +168,34 @@ class PlanarCueEnv(gym.Env):
 
     # --- the task's hooks ----------------------------------------------------------------------
 
+    @abstractmethod
     def _draw_start(self) -> np.ndarray:
         """(2,) start position (x, y), m, drawn from `self.np_random`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _forced_cue(self, value: Any) -> int:
         """The cue that reset(options={"cue": value}) forces; raises ValueError if invalid."""
-        raise NotImplementedError
 
+    @abstractmethod
     def lit_pad(self) -> int:
         """The pad the image shows lit now, or -1."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _outcome(self, reached: int) -> tuple[bool, bool, dict[str, Any]]:
         """(success, terminated, info) after a step that left the point in pad `reached` (-1:
         none, or held)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _task_state(self) -> list[int]:
         """The values of TASK_STATE, for get_sim_state."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _set_task_state(self, values: np.ndarray) -> None:
         """Restores the values of TASK_STATE (set_sim_state)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _task_kwargs(self) -> dict[str, Any]:
         """The task's own constructor arguments, for env_args (before delay_steps, ...)."""
-        raise NotImplementedError
 
     # --- gymnasium API -------------------------------------------------------------------------
 
@@ -323,7 +324,7 @@ class PlanarExpert:
         self.rng = np.random.default_rng(seed)
 
     def reset(self) -> None:
-        pass
+        """Nothing to reset: the steering reads the env's state at every step."""
 
     def _steer(self, pos: np.ndarray, aim: np.ndarray) -> np.ndarray:
         """(7,) action from `pos` towards `aim` ((2,) m each): the speed command that would
