@@ -626,7 +626,8 @@ class StepBatchSampler(Sampler[list[int]]):
         self.seed, self.start_step = seed, start_step
         self._perms: dict[int, np.ndarray] = {}
 
-    def _perm(self, epoch: int) -> np.ndarray:
+    def permutation(self, epoch: int) -> np.ndarray:
+        """The order of the samples in epoch `epoch` (a pure function of seed and epoch)."""
         if epoch not in self._perms:
             self._perms = {epoch: np.random.default_rng((self.seed, epoch)).permutation(self.n)}
         return self._perms[epoch]
@@ -637,7 +638,7 @@ class StepBatchSampler(Sampler[list[int]]):
         pos = (
             step * G + self.rank * self.batch_size + np.arange(self.batch_size)
         )  # (B,) global positions
-        return [int(self._perm(int(p // self.n))[p % self.n]) for p in pos]
+        return [int(self.permutation(int(p // self.n))[p % self.n]) for p in pos]
 
     def __iter__(self) -> Iterator[list[int]]:
         step = self.start_step
@@ -704,7 +705,7 @@ class EpisodeStreams(Sampler[list[tuple[int, int]]]):
         self._step += 1
         n = self.order.n
         for lane in np.flatnonzero(self._start >= self.lengths[self._demo]):
-            self._demo[lane] = self.order._perm(self._drawn // n)[self._drawn % n]
+            self._demo[lane] = self.order.permutation(self._drawn // n)[self._drawn % n]
             self._start[lane] = 0
             self._drawn += 1
 

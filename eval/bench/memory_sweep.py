@@ -45,24 +45,25 @@ class MemorySweep:
     out: Path = Path("runs/memory_sweep")
     """One run directory per cell, memory_sweep.json and memory_sweep.png."""
 
-    def cells(self) -> list[tuple[str, str, dict]]:
-        """(run name, core, model overrides) per cell, in order."""
-        cells = [(f"ttm_M{m}", "ttm", {"ttm": {"memory_tokens": m}}) for m in self.ttm_memory]
-        cells += [(f"lstm_H{h}", "lstm", {"lstm": {"hidden": h}}) for h in self.lstm_hidden]
+    def cells(self) -> list[tuple[str, str, str | None, int | None]]:
+        """(run name, core, settings field it sizes or None, size) per cell, in order."""
+        cells = [(f"ttm_M{m}", "ttm", "memory_tokens", m) for m in self.ttm_memory]
+        cells += [(f"lstm_H{h}", "lstm", "hidden", h) for h in self.lstm_hidden]
         if self.memoryless:
-            cells.append(("ttm-memoryless", "ttm-memoryless", {}))
+            cells.append(("ttm-memoryless", "ttm-memoryless", None, None))
         return cells
 
     def run(self) -> dict:
         from eval.results import train_and_evaluate
         from train.presets import preset
         from ttm_policy import TTMPolicy
+        from ttm_policy.cores import spec
         from ttm_policy.state import num_bytes
 
         if not self.dataset.is_file():
             raise FileNotFoundError(f"--dataset {self.dataset}: no such file")
         rows = []
-        for name, core, overrides in tqdm(self.cells(), desc="memory-sweep", unit="cell"):
+        for name, core, sized, size in tqdm(self.cells(), desc="memory-sweep", unit="cell"):
             cfg = preset(
                 "cpu", dataset=self.dataset, out=self.out / name, policy=core, seed=self.seed
             )
@@ -70,13 +71,13 @@ class MemorySweep:
                 cfg.steps = self.steps
             if not torch.cuda.is_available():
                 cfg.threads = 1  # two sweeps at a time on 2 cores
-            for group, fields in overrides.items():
-                setattr(cfg.model, group, replace(getattr(cfg.model, group), **fields))
+            if sized:  # the core's own settings group (ttm_policy.cores)
+                group = spec(core).config_field
+                setattr(cfg.model, group, replace(getattr(cfg.model, group), **{sized: size}))
             ev = json.loads(train_and_evaluate(cfg, self.episodes, self.seed).read_text())
             summary = json.loads((cfg.out / "summary.json").read_text())
             policy = TTMPolicy.from_pretrained(cfg.out / "checkpoints" / "last")
             timing = json.loads((cfg.out / "timing.json").read_text())
-            size = next(iter(next(iter(overrides.values())).values())) if overrides else None
             rows.append(
                 {
                     "run": name,
