@@ -62,6 +62,10 @@ class EvalConfig:
     """Image key shown in videos; default: the policy's first camera."""
     threads: int | None = 1
     """torch intra-op threads for the policy on CPU (1: steadiest at batch sizes of a few envs)."""
+    sample: bool | None = None
+    """Draw actions from the policy's distribution (a GMM or discrete head, a binary gripper)
+    instead of taking the most likely; torch seeded from --seed. Default: the checkpoint's
+    `sample_actions`."""
 
     def __post_init__(self):
         for name in ("episodes", "envs"):
@@ -103,6 +107,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     policy = TTMPolicy.from_pretrained(cfg.checkpoint, device=cfg.device)
+    if cfg.sample is not None:
+        policy.cfg.sample_actions = cfg.sample
+    if policy.cfg.sample_actions:
+        torch.manual_seed(cfg.seed)  # the same draws for the same --seed
     env_args = load_env_args(cfg)
     out = cfg.out or default_out(cfg.checkpoint)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +126,11 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         max_steps=cfg.max_steps,
         out=out,
     )
-    report = {"checkpoint": str(cfg.checkpoint), **report}
+    report = {
+        "checkpoint": str(cfg.checkpoint),
+        "sample_actions": policy.cfg.sample_actions,
+        **report,
+    }
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     print(
         format_result(

@@ -76,9 +76,15 @@ class ContinuousHead(nn.Module):
         return loss, {self.kind: loss, **parts}
 
     def predict(self, params, sample: bool = False) -> torch.Tensor:
+        """The regressed dimensions as they are; a binary gripper "close" (+1) where its logit
+        is positive, or, with `sample`, with the probability the logit gives (so a close that
+        the demonstrations make on one of several alike frames is made at a similar rate,
+        rather than never)."""
         if not self.binary_gripper:
             return params  # (..., K, A); deterministic either way
-        gripper = torch.where(params[..., -1:] > 0, 1.0, -1.0).to(params.dtype)  # (..., K, 1)
+        logit = params[..., -1:]
+        close = torch.bernoulli(torch.sigmoid(logit)) > 0 if sample else logit > 0
+        gripper = torch.where(close, 1.0, -1.0).to(params.dtype)  # (..., K, 1)
         return torch.cat([params[..., :-1], gripper], dim=-1)
 
 

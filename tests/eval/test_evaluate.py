@@ -89,6 +89,16 @@ def test_same_seed_same_outcomes(checkpoint, tmp_path):
     assert [(e["seed"], e["length"]) for e in a] == [(e["seed"], e["length"]) for e in c]
 
 
+def test_sampling_is_recorded_and_seeded(checkpoint, tmp_path):
+    """--sample overrides the checkpoint's sample_actions, eval.json says which was used, and
+    the draws follow --seed (the same seed, the same episodes)."""
+    plain = run(checkpoint, tmp_path / "p", episodes=2)
+    a = run(checkpoint, tmp_path / "a", episodes=2, seed=3, sample=True)
+    b = run(checkpoint, tmp_path / "b", episodes=2, seed=3, sample=True)
+    assert plain["sample_actions"] is False and a["sample_actions"] is True
+    assert a["per_episode"] == b["per_episode"]
+
+
 def test_mismatched_env_fails_at_once(checkpoint, tmp_path):
     with pytest.raises(EvalError, match="image_size"):
         run(checkpoint, tmp_path, episodes=1, env_kwargs='{"image_size": 32}')

@@ -343,6 +343,26 @@ def test_sampled_actions(head, demos, stats):
     assert not np.array_equal(a, b)
 
 
+def test_a_sampled_binary_gripper_closes_at_the_rate_its_logit_gives(demos, stats):
+    """binary_gripper + sample_actions: the gripper is exactly open or closed, drawn with
+    probability sigmoid(logit) -- at logit 0 both occur -- while the regressed dimensions are
+    those of the most likely action; without sampling a logit of 0 never closes."""
+    cfg = tiny(binary_gripper=True, sample_actions=True)
+    policy = TTMPolicy(cfg, stats)
+    with torch.no_grad():  # the gripper logit's row of the last layer: logit 0 everywhere
+        policy.head.net[-1].weight[-1].zero_()
+        policy.head.net[-1].bias[-1] = 0.0
+    steps = episode_obs(demos)[:8]
+    torch.manual_seed(0)
+    sampled = np.concatenate([rollout(policy, steps) for _ in range(8)])  # 64 draws
+    policy.cfg.sample_actions = False
+    likely = rollout(policy, steps)
+    assert set(np.unique(sampled[:, -1])) == {-1.0, 1.0}
+    assert 0.25 < (sampled[:, -1] > 0).mean() < 0.75  # 64 draws at p = 0.5
+    assert (likely[:, -1] == -1.0).all()  # logit 0 is not > 0: open
+    np.testing.assert_allclose(sampled[:8, :-1], likely[:, :-1], atol=1e-6)
+
+
 @pytest.mark.parametrize("core", CORES)
 def test_streaming_and_sequence_equal_an_independent_unroll(core, demos, stats):
     """select_action frame by frame (numpy obs, `core.step`, state carried) and
