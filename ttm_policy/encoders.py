@@ -25,6 +25,23 @@ def conv_grid_size(size: int, strides: tuple[int, ...]) -> int:
     return size
 
 
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm (the same parameters and state-dict keys) that, on CPU, normalises an NCHW
+    copy of a channels-last input and hands back channels-last.
+
+    The trunk's input is channels-last (the uint8 HWC images permuted), and oneDNN's
+    convolutions run 10x faster on it than on NCHW; torch's CPU GroupNorm is the other way
+    round: 3-8x slower on channels-last (forward and backward of (1000, 8, 29, 29): 314 ms
+    against 113 ms, one thread), and its mixed-layout gradients slow the ReLUs after it. Two
+    copies per layer cost less than either slow path: one profiled training step of the
+    default recipe on Lift spent 40% of its time in GroupNorm before this."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or not x.is_contiguous(memory_format=torch.channels_last):
+            return super().forward(x)
+        return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+
+
 class ConvTokenizer(nn.Module):
     """One camera: uint8 (B, H, W, 3) -> K tokens (B, K, D).
 
@@ -55,7 +72,7 @@ class ConvTokenizer(nn.Module):
         for c, s in zip(channels, self.strides):
             layers += [
                 nn.Conv2d(c_in, c, 3, stride=s, padding=1, bias=False),
-                nn.GroupNorm(min(8, c), c),  # GroupNorm: batch-size independent, as robomimic
+                GroupNorm(min(8, c), c),  # GroupNorm: batch-size independent, as robomimic
                 nn.ReLU(inplace=True),
             ]
             c_in = c
