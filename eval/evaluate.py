@@ -62,10 +62,10 @@ class EvalConfig:
     """Image key shown in videos; default: the policy's first camera."""
     threads: int | None = 1
     """torch intra-op threads for the policy on CPU (1: steadiest at batch sizes of a few envs)."""
-    sample: bool | None = None
+    sample: bool = False
     """Draw actions from the policy's distribution (a GMM or discrete head, a binary gripper)
-    instead of taking the most likely; torch seeded from --seed. Default: the checkpoint's
-    `sample_actions`."""
+    instead of taking the most likely; torch seeded from --seed. Without it: as the
+    checkpoint's `sample_actions` says (False unless trained so)."""
 
     def __post_init__(self):
         for name in ("episodes", "envs"):
@@ -107,8 +107,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     policy = TTMPolicy.from_pretrained(cfg.checkpoint, device=cfg.device)
-    if cfg.sample is not None:
-        policy.cfg.sample_actions = cfg.sample
+    if cfg.sample:
+        policy.cfg.sample_actions = True
     if policy.cfg.sample_actions:
         torch.manual_seed(cfg.seed)  # the same draws for the same --seed
     env_args = load_env_args(cfg)
