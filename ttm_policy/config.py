@@ -186,10 +186,17 @@ class PolicyConfig:
     step, not only at the few steps where the actions differ. Empty: no auxiliary loss."""
     aux_weight: float = 1.0
     """Weight of the auxiliary loss (L1 on normalised values) against the action loss."""
+    tasks: tyro.conf.Suppress[tuple[str, ...]] = ()
+    """The task vocabulary of a multi-task policy, in index order (e.g. MW-reach, MW-push):
+    each task has a learned FiLM of the input tokens (`ttm_policy.network.TaskFiLM`) and the
+    policy is told which one it is doing by name or index. Empty: a single-task policy, which
+    takes no task (and whose config.json has no `tasks` entry). Not a flag of ttm-train, which
+    sets it from the datasets' env_args when they hold more than one task."""
 
     def __post_init__(self) -> None:
         self.obs_keys = tuple(self.obs_keys)
         self.aux_final_keys = tuple(self.aux_final_keys)
+        self.tasks = tuple(self.tasks)
         self.conv_channels = tuple(self.conv_channels)
         self.lowdim_dims = {str(k): int(v) for k, v in dict(self.lowdim_dims).items()}
         check_obs_keys(self.obs_keys, "PolicyConfig.obs_keys")
@@ -240,6 +247,12 @@ class PolicyConfig:
             )
         if self.aux_weight < 0:
             raise ValueError(f"PolicyConfig.aux_weight={self.aux_weight}: must be >= 0")
+        bad = [t for t in self.tasks if not isinstance(t, str) or not t]
+        if bad or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(
+                f"PolicyConfig.tasks={list(self.tasks)}: name each task once, by a non-empty "
+                "string (e.g. MW-reach MW-push)"
+            )
         extra = sorted(set(self.lowdim_dims) - set(self.lowdim_keys))
         if extra:
             raise ValueError(
@@ -272,6 +285,28 @@ class PolicyConfig:
         return len(self.lowdim_keys) if self.lowdim_tokens == "per_key" else 1
 
     @property
+    def multitask(self) -> bool:
+        """Whether the policy takes a task (its vocabulary is not empty)."""
+        return bool(self.tasks)
+
+    def task_index(self, task: str | int) -> int:
+        """A task's index in the vocabulary, from its name or its index; ValueError naming
+        the vocabulary for an unknown one."""
+        if not self.tasks:
+            raise ValueError(f"task {task!r}: this policy was trained on one task and takes none")
+        if isinstance(task, str):
+            if task not in self.tasks:
+                raise ValueError(f"task {task!r} is not one of the policy's {list(self.tasks)}")
+            return self.tasks.index(task)
+        i = int(task)
+        if i != task or not 0 <= i < len(self.tasks):
+            raise ValueError(
+                f"task index {task!r}: the policy's tasks are 0..{len(self.tasks) - 1} "
+                f"({list(self.tasks)})"
+            )
+        return i
+
+    @property
     def num_tokens(self) -> int:
         """N: tokens per step = cameras x tokens_per_camera + low-dim tokens."""
         return len(self.camera_keys) * self.tokens_per_camera + self.num_lowdim_tokens
@@ -282,6 +317,11 @@ class PolicyConfig:
         d = asdict(self)
         d["obs_keys"], d["conv_channels"] = list(self.obs_keys), list(self.conv_channels)
         d["aux_final_keys"] = list(self.aux_final_keys)
+        # A single-task config is written as before the field existed (byte-identical files).
+        if self.tasks:
+            d["tasks"] = list(self.tasks)
+        else:
+            del d["tasks"]
         return d
 
     @classmethod

@@ -31,6 +31,12 @@ so a memory core sees every frame; `queue` then executes a chunk's K actions one
 uses the head's prediction only when the queue runs empty (re-plan every K steps);
 `ensemble` averages, for the current step, the predictions of the last K chunks with ACT's
 exponential weights w_i = exp(-m i), i = 0 for the oldest chunk.
+
+Multi-task policies (`PolicyConfig.tasks`, the vocabulary, non-empty) take the task they are
+doing, by name or index: `batch["task"]` (B,) in training (train/data.py), `select_action(obs,
+task=...)` or `set_task(task)` once for the episodes that follow, and a (B,) int64 tensor in
+`step` (the exported graph's `task` input). The network conditions its tokens on it
+(`ttm_policy.network.TaskFiLM`). A single-task policy takes no task.
 """
 
 from __future__ import annotations
@@ -102,6 +108,7 @@ class TTMPolicy(nn.Module):
         if stats is not None:
             self.normalizer.load_stats(stats)
         self._register_load_state_dict_pre_hook(_upgrade_keys, with_module=True)
+        self._task: int | None = None  # multi-task: the task select_action runs (set_task)
         self.reset()
 
     @property
@@ -135,9 +142,49 @@ class TTMPolicy(nn.Module):
             out[key] = r.normalize(x.to(self.device, torch.float32))  # (B, T, Dl)
         return out
 
-    def encode(self, obs: dict[str, torch.Tensor], *, random_crop: bool) -> torch.Tensor:
-        """obs: key -> (B, T, H, W, 3) uint8 | (B, T, Dl) raw -> tokens (B, T, N, D)."""
-        return self.net.encode(self.normalize_obs(obs), random_crop=random_crop)
+    def encode(
+        self, obs: dict[str, torch.Tensor], *, random_crop: bool, task: Any = None
+    ) -> torch.Tensor:
+        """obs: key -> (B, T, H, W, 3) uint8 | (B, T, Dl) raw, the task (multi-task: see
+        `task_tensor`) -> tokens (B, T, N, D)."""
+        obs = self.normalize_obs(obs)
+        B = next(iter(obs.values())).shape[0]
+        return self.net.encode(obs, random_crop=random_crop, task=self.task_tensor(task, B))
+
+    # ------------------------------------------------------------------ tasks
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The task vocabulary (empty for a single-task policy)."""
+        return self.cfg.tasks
+
+    def task_tensor(self, task: Any, batch: int) -> torch.Tensor | None:
+        """The task as the network takes it: None for a single-task policy (which refuses a
+        task); otherwise (B,) int64 from a name or index (every row), or one per row (a
+        sequence or tensor of B names or indices). ValueError naming the vocabulary."""
+        if not self.cfg.tasks:
+            if task is not None:
+                self.cfg.task_index(task)  # raises: this policy takes no task
+            return None
+        if task is None:
+            self.net.check_task(None, batch)  # raises, naming the tasks
+        if isinstance(task, (str, int, np.integer)):
+            task = [task] * batch
+        if torch.is_tensor(task):
+            if task.is_floating_point() or task.dtype == torch.bool:
+                raise ValueError(f"task tensor must hold integer indices, got {task.dtype}")
+            task = task.reshape(-1).tolist()
+        task = list(np.asarray(task, dtype=object).reshape(-1))
+        if len(task) != batch:
+            raise ValueError(f"{len(task)} tasks for a batch of {batch}: give one, or one per row")
+        ids = [self.cfg.task_index(t) for t in task]
+        return torch.tensor(ids, dtype=torch.long, device=self.device)  # (B,)
+
+    def set_task(self, task: str | int | None) -> None:
+        """The task `select_action` runs when it is given none (a rollout loop that knows
+        nothing of tasks, e.g. `ttm-eval`'s): a name or index of the vocabulary; None: no
+        default. Kept across `reset()`."""
+        self._task = None if task is None else self.cfg.task_index(task)
 
     def features(self, out: torch.Tensor) -> torch.Tensor:
         """Core outputs (..., R, D) -> head input (..., R*D) or (..., D)."""
@@ -181,6 +228,7 @@ class TTMPolicy(nn.Module):
         eval mode, where each step's output equals `select_action`'s."""
         obs = {k: batch["obs"][k].to(self.device) for k in self.cfg.obs_keys if k in batch["obs"]}
         B, T = next(iter(obs.values())).shape[:2]
+        task = self.task_tensor(batch.get("task"), B)  # (B,) multi-task, else None
         reset = torch.zeros(B, T, dtype=torch.bool, device=self.device)
         if "is_first" in batch:
             reset |= batch["is_first"].to(self.device, torch.bool)
@@ -192,6 +240,7 @@ class TTMPolicy(nn.Module):
             random_crop=self.training,
             bptt=self.cfg.bptt,
             memory=memory,
+            task=task,
         )
 
     def forward(
@@ -241,13 +290,16 @@ class TTMPolicy(nn.Module):
 
     @torch.no_grad()
     def predict_chunks(
-        self, obs: dict[str, torch.Tensor], is_first: torch.Tensor | None = None
+        self, obs: dict[str, torch.Tensor], is_first: torch.Tensor | None = None, task: Any = None
     ) -> torch.Tensor:
-        """Sequence form of inference: obs key -> (B, T, ...) -> the chunks every step
-        predicts, un-normalised and clipped, (B, T, K, A). Central crop, most likely action;
-        memory reset at t = 0 and where `is_first` (B, T): the training forward in eval mode
-        (`sequence_features`). No queue / ensembling."""
+        """Sequence form of inference: obs key -> (B, T, ...) (and the task of a multi-task
+        policy, see `task_tensor`) -> the chunks every step predicts, un-normalised and
+        clipped, (B, T, K, A). Central crop, most likely action; memory reset at t = 0 and
+        where `is_first` (B, T): the training forward in eval mode (`sequence_features`). No
+        queue / ensembling."""
         batch = {"obs": obs} if is_first is None else {"obs": obs, "is_first": is_first}
+        if task is not None:
+            batch["task"] = task
         was_training = self.training
         self.eval()
         try:
@@ -346,30 +398,39 @@ class TTMPolicy(nn.Module):
         """The core's state at an episode start, for `batch_size` envs (see `step`)."""
         return self.core.init_memory(batch_size, device=self.device)
 
-    def step(self, obs: dict[str, torch.Tensor], state) -> tuple[torch.Tensor, Any]:
+    def step(
+        self, obs: dict[str, torch.Tensor], state, task: Any = None
+    ) -> tuple[torch.Tensor, Any]:
         """Streaming form of one control step with explicit state (what an exporter traces):
         obs key -> one step's tensors, images uint8 (B, H, W, 3), low-dim (B, Dl); state from
-        `init_state(B)` or the previous step -> (chunk (B, K, A) un-normalised and clipped to
-        [-1, 1], new state). Central crop; the most likely action unless `sample_actions`.
-        No queue or ensembling (that is `select_action`'s job); call under no_grad / eval."""
+        `init_state(B)` or the previous step; a multi-task policy's task, (B,) int64 indices
+        (a tensor is used as it is: the exported graph's input) or a name / index (see
+        `task_tensor`) -> (chunk (B, K, A) un-normalised and clipped to [-1, 1], new state).
+        Central crop; the most likely action unless `sample_actions`. No queue or ensembling
+        (that is `select_action`'s job); call under no_grad / eval."""
         x = {k: v.unsqueeze(1) for k, v in obs.items()}  # (B, 1, ...)
         x = {k: v[:, 0] for k, v in self.normalize_obs(x).items()}  # (B, ...)
-        chunk, state = self.net.step(x, state)  # (B, K, A) normalised
+        if task is not None and not torch.is_tensor(task):
+            task = self.task_tensor(task, next(iter(x.values())).shape[0])
+        chunk, state = self.net.step(x, state, task)  # (B, K, A) normalised
         return self.normalizer.action.unnormalize(chunk).clamp(-1.0, 1.0), state  # (B, K, A)
 
     @torch.no_grad()
-    def select_action(self, obs: dict[str, Any]) -> np.ndarray:
+    def select_action(self, obs: dict[str, Any], task: Any = None) -> np.ndarray:
         """One control step: the env's obs dict (images uint8 (H, W, 3), low-dim (Dl,); or
         all with a leading env dim B) -> action float32 (A,) (or (B, A)) in [-1, 1].
 
         Runs in eval mode (central crop, no dropout) under no_grad and keeps the recurrent
         state and the action queue in the policy between calls; `reset()` at episode starts.
+        A multi-task policy runs `task` (a name or index, or one per env), else the task of
+        `set_task`; a single-task policy takes none.
         """
         was_training = self.training
         self.eval()
         try:
             x, single = self._obs_tensors(obs)
             B = next(iter(x.values())).shape[0]
+            task = self.task_tensor(task if task is not None else self._task, B)
             if self._state is None:
                 K, A = self.cfg.action_horizon, self.cfg.action_dim
                 self._state = self.init_state(B)
@@ -382,7 +443,7 @@ class TTMPolicy(nn.Module):
                     f"the policy runs {self._queue_pos.numel()} envs but obs has batch {B}: "
                     "call reset() before changing the number of envs"
                 )
-            chunk, state = self.step(x, self._state)  # (B, K, A)
+            chunk, state = self.step(x, self._state, task)  # (B, K, A)
             if not torch.isfinite(chunk).all():  # e.g. diverged weights: nothing is committed
                 raise FloatingPointError(
                     "the policy produced a non-finite action; its state is left as it was "
