@@ -26,8 +26,12 @@ class TrainConfig:
     """One training run. The defaults are preset `cpu`, the recipe of docs/results.md
     (`train/presets.py`); `ttm-train --preset gpu` starts from the larger one."""
 
-    dataset: Path
-    """robomimic-format HDF5 demonstrations (from `ttm-collect` or robomimic's tools)."""
+    dataset: tuple[Path, ...]
+    """robomimic-format HDF5 demonstrations (from `ttm-collect` or robomimic's tools). Several
+    files of different tasks (`--dataset a.hdf5 b.hdf5`, each file's task named by its
+    env_args) train one multi-task policy told its task by a learned FiLM of its tokens: the
+    batches mix the tasks, the normalisation covers them all, and the checkpoint keeps the task
+    names (`model.tasks`). Files of one task train a single-task policy on all of them."""
     out: Path = Path("runs/train")
     """Output directory: config.json, metrics.jsonl, checkpoints/."""
     policy: Core = "ttm"
@@ -100,6 +104,15 @@ class TrainConfig:
     """Policy architecture (obs_keys, image_size and core are filled from the data and --policy)."""
 
     def __post_init__(self):
+        if isinstance(self.dataset, (str, Path)):  # TrainConfig(dataset=path): one file
+            self.dataset = (Path(self.dataset),)
+        elif self.dataset is not tyro.MISSING:
+            self.dataset = tuple(Path(p) for p in self.dataset)
+            if not self.dataset:
+                raise ValueError("--dataset needs at least one file")
+            dups = sorted({str(p) for p in self.dataset if self.dataset.count(p) > 1})
+            if dups:
+                raise ValueError(f"--dataset lists {dups} more than once: list each file once")
         if self.chunk < 0:
             raise ValueError(f"--chunk must be >= 0 (0: whole episodes), got {self.chunk}")
         for name in ("steps", "batch_size", "log_every", "save_every", "keep_last"):

@@ -40,6 +40,12 @@ earlier versions trained on are gone: inference never made that reset.
     is_first            (T,)         bool  True exactly on an episode's first step
     final/<low-dim key> (D,)         float32 raw value at the episode's last step (hindsight goal)
     demo, start         ()           int64 demo index (into `Demos.names`) and first step
+    task                ()           int64 the episode's task (index into `Demos.tasks`), only
+                                     when the demos come from several tasks (`merge_demos`)
+
+Several tasks (a multi-task policy): `merge_demos` joins the demos of several files into one
+`Demos`, each episode tagged with its task, named from its file's env_args (`task_name`); the
+samplers then draw from all of them, so batches mix tasks, and `compute_stats` covers them all.
 
 Padding past an episode's end repeats its last frame and last action, with mask False.
 """
@@ -120,6 +126,11 @@ class Demos:
     obs: dict[str, np.ndarray]  # key -> (sum N, H, W, 3) uint8 | (sum N, D) float32
     actions: np.ndarray  # (sum N, A) float32
     env_args: dict[str, Any] = field(default_factory=dict)
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Several tasks (`merge_demos`): task name -> its env_args, in index order; empty for
+    the demos of one file."""
+    task_ids: np.ndarray | None = None
+    """(E,) int64: each demo's task, an index into `tasks`; None for the demos of one file."""
 
     @property
     def obs_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -474,6 +485,77 @@ def load_demos(
     return Demos(path, list(names), lengths_np, offsets, obs, actions, env_args)
 
 
+def task_name(env_args: dict[str, Any], path: str) -> str:
+    """The task a file's demos show, from its env_args: our tasks' gymnasium ids `ttm/<task>-v0`
+    give `<task>` (`MW-reach`, `PointCue`: the names of `ttm-collect --task` and `ttm-eval
+    --task`); any other `env_name` (robomimic's robosuite `Lift`) is the name itself.
+    DatasetError when the file has no env_args naming its env."""
+    name = env_args.get("env_name")
+    if not isinstance(name, str) or not name:
+        raise DatasetError(
+            f"{path}: data attribute 'env_args' names no env_name, so its task is unknown; a "
+            "multi-task run names each file's task from it (ttm-collect writes it)"
+        )
+    m = re.fullmatch(r"ttm/(.+)-v\d+", name)
+    return m[1] if m else name
+
+
+def merge_demos(parts: list[Demos], *, like: Demos | None = None) -> Demos:
+    """The demos of several files as one `Demos` whose episodes are tagged with their task
+    (`task_name` of each file's env_args; files of the same task share one). Tasks are
+    numbered in the order they first appear, or as in `like` (the merged training split,
+    when merging the validation split). Every file must give the same observation keys,
+    per-step shapes and action width, or a DatasetError names the two files that differ.
+    Arrays are concatenated in the order of `parts`, one key at a time, each part's array
+    released as it is copied (so RAM peaks at the demos plus one key, not twice the demos):
+    the parts are left without observations and actions."""
+    first = parts[0]
+    for d in parts[1:]:
+        if sorted(d.obs) != sorted(first.obs):
+            raise DatasetError(
+                f"{d.path}: observation keys {sorted(d.obs)}, but {first.path} gives "
+                f"{sorted(first.obs)}; the datasets of one run must give the same keys "
+                "(choose common ones with --obs-keys)"
+            )
+        for k, shape in first.obs_shapes.items():
+            if d.obs_shapes[k] != shape:
+                raise DatasetError(
+                    f"{d.path}, key {k!r}: per-step shape {d.obs_shapes[k]}, but {first.path} "
+                    f"has {shape}; collect the datasets of one run with the same image size"
+                )
+        if d.action_dim != first.action_dim:
+            raise DatasetError(
+                f"{d.path}: {d.action_dim}-D actions, but {first.path} has "
+                f"{first.action_dim}-D; one policy takes the datasets of one action space"
+            )
+    tasks: dict[str, dict[str, Any]] = dict(like.tasks) if like is not None else {}
+    ids = []
+    for d in parts:
+        name = task_name(d.env_args, d.path)
+        if like is not None and name not in tasks:
+            raise DatasetError(
+                f"{d.path}: task {name!r} is not among the training tasks {list(tasks)}"
+            )
+        tasks.setdefault(name, d.env_args)
+        ids.append(np.full(len(d.names), list(tasks).index(name), np.int64))
+    lengths = np.concatenate([d.lengths for d in parts])  # (E,)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)  # (E,)
+    obs = {k: np.concatenate([d.obs.pop(k) for d in parts]) for k in list(first.obs)}
+    actions = np.concatenate([d.actions for d in parts])  # (sum N, A)
+    for d in parts:
+        d.actions = d.actions[:0]
+    return Demos(
+        path=" + ".join(d.path for d in parts),
+        names=[f"{d.path}:{n}" for d in parts for n in d.names],
+        lengths=lengths,
+        offsets=offsets,
+        obs=obs,
+        actions=actions,
+        tasks=tasks,
+        task_ids=np.concatenate(ids),
+    )
+
+
 def _check_finite(x: np.ndarray, path: str, demo: str, key: str) -> None:
     bad = np.argwhere(~np.isfinite(x))
     if len(bad):
@@ -534,6 +616,8 @@ class _DemoSamples(Dataset):
         item["is_first"] = torch.from_numpy(t == 0)
         item["demo"] = torch.tensor(e, dtype=torch.int64)
         item["start"] = torch.tensor(start, dtype=torch.int64)
+        if d.task_ids is not None:
+            item["task"] = torch.tensor(d.task_ids[e], dtype=torch.int64)
         return item
 
 

@@ -22,6 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from ttm_policy.checkpoint import (
     CONFIG_NAME,
+    ENV_ARGS_NAME,
+    TASK_ENV_ARGS_NAME,
     WEIGHTS_NAME,
     atomic_directory,
     remove_directory,
@@ -121,8 +123,11 @@ def check_resumable(cfg: TrainConfig, policy, ck: Path, say: bool = True) -> Non
     before.setdefault("chunk", 0)  # runs saved before --chunk trained whole episodes
     after = json.loads(json.dumps(asdict(replace(cfg, model=policy.cfg)), default=str))
     for d in (before, after):  # the same files, however the paths were written
-        for k in ("dataset", "out"):
-            d[k] = str(Path(d[k]).resolve()) if d.get(k) else d.get(k)
+        if d.get("out"):
+            d["out"] = str(Path(d["out"]).resolve())
+        if d.get("dataset"):  # one path (a single file's run config) or a list of them
+            files = [d["dataset"]] if isinstance(d["dataset"], str) else d["dataset"]
+            d["dataset"] = [str(Path(p).resolve()) for p in files]
     changed = {
         k: (before.get(k), after[k])
         for k in after
@@ -147,6 +152,16 @@ def check_resumable(cfg: TrainConfig, policy, ck: Path, say: bool = True) -> Non
         with (cfg.out / "resumes.jsonl").open("a") as f:
             step = json.loads((ck / "trainer_state.json").read_text())["step"]
             f.write(json.dumps({"step": step, "changed": changed}, default=str) + "\n")
+
+
+def write_env_args(directory: Path, env_args: dict | None, task_env_args: dict | None) -> None:
+    """The training data's env(s) beside a policy, so ttm-eval can re-create them: one task's
+    env_args.json, or a multi-task run's task_env_args.json ({task: env_args} in the order of
+    the policy's `tasks`)."""
+    if task_env_args:
+        (directory / TASK_ENV_ARGS_NAME).write_text(json.dumps(task_env_args, indent=2))
+    elif env_args:
+        (directory / ENV_ARGS_NAME).write_text(json.dumps(env_args, indent=2))
 
 
 def saved_train_seconds(out: Path, step: int) -> float:
@@ -248,12 +263,14 @@ def save_checkpoint(
     at: int,
     train_s: float = 0.0,
     memory=None,
+    task_env_args: dict | None = None,
 ) -> None:
     """Write checkpoints/<at>/ and checkpoints/last/, each in one rename (rank 0; every rank
     must call it, for the RNG and memory gather), then drop numbered ones beyond --keep-last.
     `train_s`: seconds spent in optimiser steps so far (a resumed run's learning curve
     continues it). `memory`: the --chunk lanes' carried state after step `at`, saved so a
-    resumed run continues their episodes from it (stream.safetensors)."""
+    resumed run continues their episodes from it (stream.safetensors). `task_env_args`: a
+    multi-task run's {task: env_args} (task_env_args.json, instead of `env_args`)."""
     mine: dict[str, Any] = {"torch": torch.get_rng_state()}
     if dist.device.type == "cuda":
         mine["cuda"] = torch.cuda.get_rng_state(dist.device).cpu()
@@ -284,8 +301,7 @@ def save_checkpoint(
             else:
                 write_policy_files(policy, tmp)
             save_file(opt_tensors, tmp / "optimizer.safetensors")
-            if env_args:  # the dataset's env, so ttm-eval can re-create it
-                (tmp / "env_args.json").write_text(json.dumps(env_args, indent=2))
+            write_env_args(tmp, env_args, task_env_args)
             save_file(rng, tmp / "rng.safetensors")
             if stream:
                 save_file(stream, tmp / "stream.safetensors")

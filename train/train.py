@@ -9,12 +9,21 @@ one optimiser step, as the benchmarks time it), `validate`, `RolloutEval` (the r
 resuming live in train/resume.py; the data order in train/data.py; presets in train/presets.py;
 `TrainConfig` and the command line (`parse_args`) in train/config.py.
 
+Several tasks: `--dataset a.hdf5 b.hdf5 ...` with files of different tasks (each file's task
+from its env_args, `train.data.task_name`) trains one multi-task policy. `build_data` merges
+the files (`train.data.merge_demos`: same observation keys, shapes and action width, or an
+error naming the files), tags every episode with its task, and sets `model.tasks`, the task
+names the checkpoint keeps; the batches mix the tasks, the statistics cover all of them, and
+the loop is the same. One file (or files of one task) trains exactly as before.
+
 Output directory:
     config.json                 the resolved TrainConfig (policy config included)
     metrics.jsonl               one JSON object per logged step (`losses/...`, `charts/...`, `valid/...`)
     checkpoints/<step>/         config.json + model.safetensors (loadable by TTMPolicy.from_pretrained)
                                 + optimizer.safetensors, trainer_state.json, rng.safetensors,
-                                stream.safetensors (--chunk lanes' memory) (resume)
+                                stream.safetensors (--chunk lanes' memory) (resume),
+                                env_args.json (the data's env; several tasks:
+                                task_env_args.json, {task: env_args}) for ttm-eval
     checkpoints/last/           the same files as the newest checkpoint
 
     resumes.jsonl               what a --resume changed (e.g. --lr), with the step it took effect
@@ -72,9 +81,16 @@ from train.data import (
     is_image_key,
     load_demos,
     make_dataset,
+    merge_demos,
     trim_padding,
 )
-from train.resume import checkpoint_steps, resume, save_checkpoint, saved_train_seconds
+from train.resume import (
+    checkpoint_steps,
+    resume,
+    save_checkpoint,
+    saved_train_seconds,
+    write_env_args,
+)
 from ttm_policy.checkpoint import (
     atomic_directory,
     write_policy_files,
@@ -275,25 +291,66 @@ class Data:
     model_cfg: PolicyConfig  # cfg.model with obs_keys, core and image/crop size from the data
 
 
+def _one_demos(parts: list[Demos], like: Demos | None = None) -> Demos:
+    """The demos of one or several files as one `Demos`: a single file's as they are; several
+    files' merged (`merge_demos`), their episodes tagged with their tasks, unless they are all
+    of one task (then a single-task policy trains on all of them, untagged)."""
+    if len(parts) == 1:
+        return parts[0]
+    demos = merge_demos(parts, like=like if like is not None and like.tasks else None)
+    if len(demos.tasks) == 1:
+        (env_args,) = demos.tasks.values()
+        demos = replace(demos, env_args=env_args, tasks={}, task_ids=None)
+    return demos
+
+
 def build_data(cfg: TrainConfig, main_rank: bool) -> Data:
-    """Read and check the training (and validation) demos; fill the model config from them.
-    Every problem with the file is one DatasetError naming the file, demo and key."""
-    if not cfg.dataset.is_file():
-        raise FileNotFoundError(f"--dataset {cfg.dataset}: no such file")
-    obs_keys = tuple(cfg.obs_keys) if cfg.obs_keys else infer_obs_keys(cfg.dataset)
-    demos = load_demos(str(cfg.dataset), obs_keys, "train")
+    """Read and check the training (and validation) demos of every --dataset file; fill the
+    model config from them (several tasks: `model.tasks`). Every problem with a file is one
+    DatasetError naming the file, demo and key."""
+    for path in cfg.dataset:
+        if not path.is_file():
+            raise FileNotFoundError(f"--dataset {path}: no such file")
+    if cfg.obs_keys:
+        obs_keys = tuple(cfg.obs_keys)
+    else:
+        obs_keys = infer_obs_keys(cfg.dataset[0])
+        for path in cfg.dataset[1:]:
+            if infer_obs_keys(path) != obs_keys:
+                raise DatasetError(
+                    f"{path}: its default observation keys {list(infer_obs_keys(path))} differ "
+                    f"from {cfg.dataset[0]}'s {list(obs_keys)}; name common ones with --obs-keys"
+                )
+    parts = [load_demos(str(p), obs_keys, "train") for p in cfg.dataset]
+    # The validation demos are read and checked now, like the training ones: a broken
+    # mask/valid (empty, naming a missing demo, NaN, another image size) stops the run here,
+    # not silently or at the first validation. No mask/valid at all: no validation, said once.
+    valid_parts = []
+    if cfg.valid_every:
+        with_valid = [(p, d) for p, d in zip(cfg.dataset, parts) if has_split(p, "valid")]
+        valid_parts = [load_demos(str(p), obs_keys, "valid", like=d) for p, d in with_valid]
+        without = [str(p) for p in cfg.dataset if not any(p == q for q, _ in with_valid)]
+        if without and main_rank:
+            print(
+                f"ttm-train: {', '.join(without)} "
+                + ("has" if len(without) == 1 else "have")
+                + " no mask/valid, so "
+                + ("no validation loss" if not valid_parts else "no validation loss on it")
+                + " (write mask/valid to get one, or pass --valid-every 0)",
+                file=sys.stderr,
+            )
+    demos = _one_demos(parts)
+    where = demos.path
     for k in obs_keys:
         if is_image_key(k) and demos.obs_shapes[k][0] != demos.obs_shapes[k][1]:
             raise DatasetError(
-                f"{cfg.dataset}, demo {demos.names[0]!r}, key {k!r}: "
+                f"{where}, demo {demos.names[0]!r}, key {k!r}: "
                 f"{demos.obs_shapes[k][0]}x{demos.obs_shapes[k][1]} images; the policy takes "
                 "square images: resize them"
             )
     image_sizes = {demos.obs_shapes[k][0] for k in obs_keys if is_image_key(k)}
     if len(image_sizes) > 1:
-        raise DatasetError(
-            f"{cfg.dataset}: cameras differ in size {sorted(image_sizes)}; use one size"
-        )
+        raise DatasetError(f"{where}: cameras differ in size {sorted(image_sizes)}; use one size")
     image_size = image_sizes.pop() if image_sizes else cfg.model.image_size
     crop = crop_side(cfg.crop, image_size)
     model_cfg = replace(
@@ -303,10 +360,11 @@ def build_data(cfg: TrainConfig, main_rank: bool) -> Data:
         image_size=image_size,
         crop_size=crop,
         action_dim=demos.action_dim,
+        tasks=tuple(demos.tasks),
     )
     horizon = model_cfg.action_horizon
     data_cfg = DataConfig(
-        path=str(cfg.dataset),
+        path=str(cfg.dataset[0]),
         obs_keys=obs_keys,
         action_horizon=horizon if horizon > 1 else 0,
     )
@@ -315,19 +373,10 @@ def build_data(cfg: TrainConfig, main_rank: bool) -> Data:
         if cfg.chunk
         else make_dataset(data_cfg, demos)
     )
-    # The validation demos are read and checked now, like the training ones: a broken
-    # mask/valid (empty, naming a missing demo, NaN, another image size) stops the run here,
-    # not silently or at the first validation. No mask/valid at all: no validation, said once.
     valid_set = None
-    if cfg.valid_every and has_split(cfg.dataset, "valid"):
-        valid_demos = load_demos(str(cfg.dataset), obs_keys, "valid", like=demos)
+    if valid_parts:
+        valid_demos = _one_demos(valid_parts, like=demos)
         valid_set = make_dataset(replace(data_cfg, split="valid"), valid_demos)
-    elif cfg.valid_every and main_rank:
-        print(
-            f"ttm-train: {cfg.dataset} has no mask/valid, so no validation loss "
-            "(write mask/valid to get one, or pass --valid-every 0)",
-            file=sys.stderr,
-        )
     return Data(obs_keys, demos, dataset, valid_set, model_cfg)
 
 
@@ -456,36 +505,82 @@ def validate(policy, valid_set, cfg: TrainConfig) -> dict:
 
 class RolloutEval:
     """Training-time rollouts (`envs.rollout.run_rollouts`, the loop `ttm-eval` runs) of the
-    acting (EMA) policy; a new best success rate writes checkpoints/best with best.json."""
+    acting (EMA) policy; a new best success rate writes checkpoints/best with best.json. A
+    multi-task policy (`task_env_args`: {task: env_args}) runs --eval-episodes in each task's
+    env and logs each task's success rate (`rollout/<task>/success_rate`) and their mean
+    (`rollout/success_rate`, which chooses the best checkpoint)."""
 
     BEST_FIELDS = ("success_rate", "successes", "episodes_run", "ci95_wilson")
 
-    def __init__(self, cfg: TrainConfig, env_args: dict | None, wandb_run=None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        env_args: dict | None,
+        wandb_run=None,
+        task_env_args: dict[str, dict] | None = None,
+    ):
         self.cfg, self.env_args, self.wandb_run = cfg, env_args, wandb_run
+        self.task_env_args = task_env_args or {}
         self.best_path = cfg.out / "checkpoints" / "best"
         best_json = self.best_path / "best.json"
         self.best = (
             json.loads(best_json.read_text())["success_rate"] if best_json.is_file() else -1.0
         )
 
-    def __call__(self, acting, at: int) -> dict:
+    def _run(self, acting, env_args: dict, out: Path) -> dict:
         from envs.rollout import run_rollouts  # here: it loads the simulators
 
         cfg = self.cfg
-        if not self.env_args:
-            raise DatasetError(
-                f"{cfg.dataset}: no env_args in the file, so --eval-every cannot build the env"
-            )
-        report = run_rollouts(
+        return run_rollouts(
             acting,
-            self.env_args,
+            env_args,
             episodes=cfg.eval_episodes,
             envs=cfg.eval_envs,
             seed=cfg.seed,
             overrides=json.loads(cfg.eval_env_kwargs),
             video=cfg.eval_video,
-            out=cfg.out / "rollouts" / str(at),
+            out=out,
         )
+
+    def __call__(self, acting, at: int) -> dict:
+        cfg = self.cfg
+        if self.task_env_args:
+            return self._every_task(acting, at)
+        if not self.env_args:
+            raise DatasetError(
+                f"{cfg.dataset[0]}: no env_args in the file, so --eval-every cannot build the env"
+            )
+        report = self._run(acting, self.env_args, cfg.out / "rollouts" / str(at))
+        return self._log_and_keep_best(acting, at, report)
+
+    def _every_task(self, acting, at: int) -> dict:
+        """Each task's rollouts with the policy told that task; the pooled report's success
+        rate is the mean over the tasks (each runs the same number of episodes)."""
+        per_task, out = {}, {}
+        try:
+            for task, env_args in self.task_env_args.items():
+                acting.set_task(task)
+                per_task[task] = self._run(
+                    acting, env_args, self.cfg.out / "rollouts" / str(at) / task
+                )
+                out[f"rollout/{task}/success_rate"] = per_task[task]["success_rate"]
+        finally:
+            acting.set_task(None)
+        successes = sum(r["successes"] for r in per_task.values())
+        episodes = sum(r["episodes_run"] for r in per_task.values())
+        from envs.rollout import wilson
+
+        report = {
+            "success_rate": float(np.mean([r["success_rate"] for r in per_task.values()])),
+            "successes": successes,
+            "episodes_run": episodes,
+            "ci95_wilson": list(wilson(successes, episodes)),
+            "mean_length": float(np.mean([r["mean_length"] for r in per_task.values()])),
+            "videos": [v for r in per_task.values() for v in r["videos"]],
+        }
+        return {**out, **self._log_and_keep_best(acting, at, report)}
+
+    def _log_and_keep_best(self, acting, at: int, report: dict) -> dict:
         out = {
             "rollout/success_rate": report["success_rate"],
             "rollout/ci95_low": report["ci95_wilson"][0],
@@ -500,7 +595,7 @@ class RolloutEval:
             self.best = report["success_rate"]
             with atomic_directory(self.best_path) as tmp:
                 write_policy_files(acting, tmp)
-                (tmp / "env_args.json").write_text(json.dumps(self.env_args, indent=2))
+                write_env_args(tmp, self.env_args, self.task_env_args)
                 best = {"step": at, **{k: report[k] for k in self.BEST_FIELDS}}
                 (tmp / "best.json").write_text(json.dumps(best, indent=2))
         return out
@@ -509,8 +604,11 @@ class RolloutEval:
 def write_run_config(cfg: TrainConfig, policy, obs_keys: tuple[str, ...]) -> None:
     """out/config.json: the resolved TrainConfig, the policy's full config included."""
     cfg.out.mkdir(parents=True, exist_ok=True)
-    resolved = replace(cfg, model=policy.cfg, obs_keys=obs_keys)
-    (cfg.out / "config.json").write_text(json.dumps(asdict(resolved), indent=2, default=str) + "\n")
+    resolved = asdict(replace(cfg, obs_keys=obs_keys))
+    resolved["model"] = policy.cfg.to_dict()
+    if len(cfg.dataset) == 1:  # one file: written as before several were possible
+        resolved["dataset"] = cfg.dataset[0]
+    (cfg.out / "config.json").write_text(json.dumps(resolved, indent=2, default=str) + "\n")
 
 
 def throughput(samples: int, frames: int, seconds: float, n_images: int) -> dict:
@@ -574,7 +672,7 @@ def train(cfg: TrainConfig) -> dict:
     if dist.main:
         write_run_config(cfg, policy, data.obs_keys)
     logger = Logger(cfg, step, dist.main)
-    rollouts = RolloutEval(cfg, data.demos.env_args, logger.run)
+    rollouts = RolloutEval(cfg, data.demos.env_args, logger.run, data.demos.tasks)
 
     loader = batches(cfg, data, dist, step)
     n_images = sum(is_image_key(k) for k in data.obs_keys)
@@ -635,6 +733,7 @@ def train(cfg: TrainConfig) -> dict:
                 step,
                 train_s,
                 memory if cfg.chunk else None,
+                task_env_args=data.demos.tasks,
             )
     bar.close()
     logger.close()

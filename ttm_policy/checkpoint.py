@@ -43,6 +43,9 @@ from ttm_policy.jsonfile import read_json
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+# What a trainer adds beside them for the evaluators (ttm-eval, ttm-export), read when present:
+ENV_ARGS_NAME = "env_args.json"  # the training data's env (robomimic env_args), one task
+TASK_ENV_ARGS_NAME = "task_env_args.json"  # a multi-task policy's: {task: env_args}, in order
 
 
 class CheckpointError(ValueError):

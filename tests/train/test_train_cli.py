@@ -25,6 +25,7 @@ FILLED = (
     "--model.transformer.input-tokens",
     "--model.ttm.memoryless",  # --policy ttm-memoryless
     "--model.action-dim",  # the dataset's actions
+    "--model.tasks",  # the datasets' tasks
 )
 
 
