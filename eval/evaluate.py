@@ -13,6 +13,13 @@ slots take episodes in order, so the same seed and `--envs` give the same per-ep
 Writes into `--out`: eval.json (success rate with a 95% Wilson interval, mean return,
 episode lengths, per-episode seed and outcome, wall time, policy and env steps/s) and
 `video_<i>.mp4` for the first `--video` episodes (camera view, step and success overlaid).
+
+A multi-task checkpoint (its policy config names `tasks`) is evaluated task by task, each in
+its own env (`task_env_args.json`, written by `ttm-train`) with the policy told that task, the
+same seeded episodes for every task: `--task T` runs one of them, no `--task` runs every one.
+Each task writes `<out>/<task>/eval.json` (and its videos); a run of every task also writes
+`<out>/eval.json`, the summary: each task's success rate and interval, their mean
+(`success_rate`) and the pooled episodes.
 """
 
 from __future__ import annotations
@@ -23,13 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import tyro
 
-from envs.rollout import RolloutError, format_result, run_rollouts
+from envs.rollout import RolloutError, format_result, run_rollouts, wilson
 from ttm_policy import TTMPolicy
-
-ENV_ARGS_NAME = "env_args.json"
+from ttm_policy.checkpoint import ENV_ARGS_NAME, TASK_ENV_ARGS_NAME
 
 # A checkpoint and an environment that cannot be evaluated together, or a bad flag; says why.
 EvalError = RolloutError
@@ -51,7 +58,8 @@ class EvalConfig:
     """Output directory; default: <run>/eval/<name> for <run>/checkpoints/<name> (so `best` and
     `last` do not overwrite each other), else <checkpoint>/eval."""
     task: str | None = None
-    """Evaluate on this task (envs.TASKS) instead of the checkpoint's env_args."""
+    """Evaluate on this task (envs.TASKS) instead of the checkpoint's env_args. A multi-task
+    checkpoint: the one of its tasks to run (default: every one, with a summary)."""
     env_kwargs: str = "{}"
     """JSON overrides of the env's kwargs, e.g. '{"delay_steps": 20}'."""
     max_steps: int | None = None
@@ -95,6 +103,30 @@ def load_env_args(cfg: EvalConfig) -> dict[str, Any]:
         raise EvalError(f"{path}: not valid JSON ({e})") from e
 
 
+def load_task_env_args(cfg: EvalConfig, tasks: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """A multi-task checkpoint's envs, {task: env_args} for each of its `tasks`, from its
+    task_env_args.json; a task the file lacks (or a checkpoint without it) gets its registry
+    env with the task's defaults, as --task makes it."""
+    path, saved = cfg.checkpoint / TASK_ENV_ARGS_NAME, {}
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise EvalError(f"{path}: not valid JSON ({e})") from e
+        if not isinstance(saved, dict):
+            raise EvalError(f"{path}: expected an object {{task: env_args}}")
+    out = {}
+    for task in tasks:
+        if task in saved:
+            out[task] = saved[task]
+        else:
+            import envs
+
+            envs.task_id(task)  # ValueError naming the known tasks
+            out[task] = {"env_name": f"ttm/{task}-v0", "type": 2, "env_kwargs": {}}
+    return out
+
+
 def default_out(checkpoint: Path) -> Path:
     """Where `ttm-eval` writes without `--out`: one directory per checkpoint of a run."""
     if checkpoint.parent.name == "checkpoints":
@@ -109,10 +141,20 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     policy = TTMPolicy.from_pretrained(cfg.checkpoint, device=cfg.device)
     if cfg.sample:
         policy.cfg.sample_actions = True
+    if policy.tasks:
+        return evaluate_tasks(cfg, policy)
     if policy.cfg.sample_actions:
         torch.manual_seed(cfg.seed)  # the same draws for the same --seed
     env_args = load_env_args(cfg)
     out = cfg.out or default_out(cfg.checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    return _evaluate_one(cfg, policy, env_args, out)
+
+
+def _evaluate_one(
+    cfg: EvalConfig, policy: TTMPolicy, env_args: dict[str, Any], out: Path, **extra: Any
+) -> dict[str, Any]:
+    """One env's rollouts -> out/eval.json (+ videos), a line on stdout; the report."""
     out.mkdir(parents=True, exist_ok=True)
     report = run_rollouts(
         policy,
@@ -128,13 +170,14 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     )
     report = {
         "checkpoint": str(cfg.checkpoint),
+        **extra,
         "sample_actions": policy.cfg.sample_actions,
         **report,
     }
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     print(
         format_result(
-            f"{report['env']} {report['core']}",
+            f"{report['env']} {report['core']}" + (f" (task {extra['task']})" if extra else ""),
             {**report, "n": report["episodes_run"], "ci95": tuple(report["ci95_wilson"])},
         )
     )
@@ -143,6 +186,53 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         + (f" and {len(report['videos'])} video(s)" if report["videos"] else "")
     )
     return report
+
+
+def evaluate_tasks(cfg: EvalConfig, policy: TTMPolicy) -> dict[str, Any]:
+    """A multi-task checkpoint: `--task`'s task, or every task of its vocabulary, each in its
+    env with the policy told that task (out/<task>/eval.json); for every task also the summary
+    out/eval.json. Returns the one task's report, or the summary."""
+    tasks = policy.tasks
+    if cfg.task is not None and cfg.task not in tasks:
+        raise EvalError(
+            f"--task {cfg.task}: the checkpoint's policy was trained on {list(tasks)}; choose "
+            "one of them, or no --task for every one"
+        )
+    chosen = (cfg.task,) if cfg.task is not None else tasks
+    env_args = load_task_env_args(cfg, chosen)
+    out = cfg.out or default_out(cfg.checkpoint)
+    reports = {}
+    for task in chosen:
+        if policy.cfg.sample_actions:
+            torch.manual_seed(cfg.seed)  # each task's draws whatever ran before it
+        policy.set_task(task)
+        reports[task] = _evaluate_one(cfg, policy, env_args[task], out / task, task=task)
+    policy.set_task(None)
+    if cfg.task is not None:
+        return reports[cfg.task]
+    successes = sum(r["successes"] for r in reports.values())
+    episodes = sum(r["episodes_run"] for r in reports.values())
+    keep = ("env", "success_rate", "successes", "episodes_run", "ci95_wilson", "mean_length")
+    summary = {
+        "checkpoint": str(cfg.checkpoint),
+        "core": policy.cfg.core,
+        "tasks": list(tasks),
+        "success_rate": float(np.mean([r["success_rate"] for r in reports.values()])),
+        "per_task": {t: {k: r[k] for k in keep} for t, r in reports.items()},
+        "successes": successes,
+        "episodes_run": episodes,
+        "ci95_wilson": list(wilson(successes, episodes)),
+        "episodes_per_task": cfg.episodes,
+        "seed": cfg.seed,
+        "sample_actions": policy.cfg.sample_actions,
+        "files": {t: str(out / t / "eval.json") for t in tasks},
+    }
+    (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(
+        f"mean over {len(tasks)} tasks: {summary['success_rate']:.0%} "
+        f"({successes}/{episodes} episodes); wrote {out / 'eval.json'}"
+    )
+    return summary
 
 
 def main(argv: list[str] | None = None) -> None:
