@@ -9,6 +9,8 @@ low-dim key's width, K action horizon, A action width; state shapes per core bel
 The graph is `TTMPolicy.step`, a pure function of tensors:
     inputs   <camera>_image  uint8 (B, H, W, 3)  the raw camera frame (cropped inside)
              <low-dim key>   float32 (B, Dl)     raw robot units (normalised inside)
+             task            int64 (B,)          multi-task policies only: the task's index
+                                                 in the spec's `task.vocabulary`
              <state name>    the core's state, as below
     outputs  action_chunk    float32 (B, K, A)   robot units, clipped to [-1, 1]
              new_<state name>                    the state for the next step
@@ -36,6 +38,11 @@ Files written into `--out` (replaced as a whole, atomically):
     init_<state name>.npy     each state tensor's value at an episode start, one sample
                               (B = 1), read with np.load(allow_pickle=False): the learned
                               initial TTM memory is not zeros
+
+A multi-task policy's spec has format_version 3 (`runtime.TASK_SPEC_VERSION`) and a `task`
+entry: the input's name, dtype and shape, the `vocabulary` (task names in index order) and
+each task's training env (`env_args`, from the checkpoint's task_env_args.json). A
+single-task policy's export is what it was before tasks existed: version 2, no task input.
 
 Export checks itself: three streamed steps through ONNX Runtime at batch 1 and 3 must match
 PyTorch's `policy.step` within 1e-4, or nothing is written.
@@ -69,6 +76,8 @@ from ttm_policy import __version__
 from ttm_policy.baselines import CausalTransformerCore
 from ttm_policy.checkpoint import (
     CONFIG_NAME,
+    ENV_ARGS_NAME,
+    TASK_ENV_ARGS_NAME,
     WEIGHTS_NAME,
     CheckpointError,
     atomic_directory,
@@ -78,12 +87,14 @@ from ttm_policy.runtime import (  # torch-free: the runtime reads the same spec 
     SPEC_FORMAT,
     SPEC_NAME,
     SPEC_VERSION,
+    TASK_SPEC_VERSION,
     sha256,
     spec_digest,
 )
 
 MODEL_NAMES = {"onnx": "policy.onnx"}
 ACTION_OUTPUT = "action_chunk"
+TASK_INPUT = "task"  # a multi-task policy's task index, (B,) int64
 DEFAULT_HZ = 20.0  # robosuite's and PointCue's control rate
 TOLERANCE = 1e-4  # max |ONNX - PyTorch| the export check accepts (actions and float state)
 BATCHES = (1, 3)  # batch sizes the export check streams (the graph's batch axis is dynamic)
@@ -111,8 +122,9 @@ def _empty(ref: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> tor
 
 
 class ControlStep(nn.Module):
-    """The graph: (*observations in `obs_keys` order, *kept state) -> (action_chunk, *new
-    kept state), by `policy.step` (the policy in eval mode)."""
+    """The graph: (*observations in `obs_keys` order, [task (B,) int64, multi-task only],
+    *kept state) -> (action_chunk, *new kept state), by `policy.step` (the policy in eval
+    mode)."""
 
     def __init__(self, policy: TTMPolicy):
         super().__init__()
@@ -129,7 +141,13 @@ class ControlStep(nn.Module):
             )
         if policy.training:
             raise ExportError("the policy is in training mode (dropout): call policy.eval()")
+        if cfg.tasks and TASK_INPUT in cfg.obs_keys:
+            raise ExportError(
+                f"observation key {TASK_INPUT!r} would share its name with the task input of "
+                "the multi-task graph: rename the key"
+            )
         self.obs_keys = cfg.obs_keys
+        self.n_task = 1 if cfg.tasks else 0  # graph inputs for the task
         self.policy = policy
         init = policy.init_state(1)
         self.single = isinstance(init, torch.Tensor)
@@ -148,12 +166,13 @@ class ControlStep(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         n = len(self.obs_keys)
         obs = dict(zip(self.obs_keys, inputs[:n]))
-        given = iter(inputs[n:])
+        task = inputs[n] if self.n_task else None  # (B,) int64
+        given = iter(inputs[n + self.n_task :])
         state = [
             _empty(inputs[0], *self.empty[i]) if i in self.empty else next(given)
             for i in range(len(self.state_names))
         ]
-        chunk, new = self.policy.step(obs, state[0] if self.single else tuple(state))
+        chunk, new = self.policy.step(obs, state[0] if self.single else tuple(state), task)
         new = _as_tuple(new)
         return (chunk, *(new[i] for i in self.kept))  # (B, K, A), new state
 
@@ -172,6 +191,13 @@ def example_inputs(policy: TTMPolicy, batch: int, seed: int = 0) -> list[torch.T
             u = torch.rand(batch, cfg.lowdim_dims[k], generator=g)
             out.append((r.min + u * (r.max - r.min)).float())  # (B, Dl)
     return out
+
+
+def example_task(policy: TTMPolicy, batch: int, seed: int = 0) -> list[torch.Tensor]:
+    """The task input of a multi-task graph, [(B,) int64] (rows cycle through the tasks, from
+    `seed` on); [] for a single-task policy."""
+    J = len(policy.cfg.tasks)
+    return [(torch.arange(batch) + seed) % J] if J else []
 
 
 def initial_state(step: ControlStep, policy: TTMPolicy, batch: int) -> list[torch.Tensor]:
@@ -193,8 +219,11 @@ def _check(
         state = initial_state(step, policy, batch)
         for t in range(steps):
             obs = example_inputs(policy, batch, seed=t + 1)
-            chunk_ref, state_ref = policy.step(dict(zip(policy.cfg.obs_keys, obs)), state_ref)
-            chunk, *state = run(obs, state)
+            task = example_task(policy, batch, seed=t)
+            chunk_ref, state_ref = policy.step(
+                dict(zip(policy.cfg.obs_keys, obs)), state_ref, *task
+            )
+            chunk, *state = run([*obs, *task], state)
             ref = _as_tuple(state_ref)
             outputs = [chunk_ref, chunk, *state, *(ref[i] for i in step.kept)]
             if not all(torch.isfinite(x).all() for x in outputs if x.is_floating_point()):
@@ -234,7 +263,7 @@ class _Tracing:
 def _traced(step: ControlStep, policy: TTMPolicy, write, check) -> dict:
     """Trace with `write(args)` at batch 2 (so no size-1 dimension is taken for a broadcast
     one), then `check()` the graph at batch 1 and 3; any failure is an ExportError."""
-    args = (*example_inputs(policy, 2), *initial_state(step, policy, 2))
+    args = (*example_inputs(policy, 2), *example_task(policy, 2), *initial_state(step, policy, 2))
     try:
         with _Tracing():
             write(args)
@@ -256,7 +285,7 @@ def _write_onnx(step: ControlStep, policy: TTMPolicy, path: Path, opset: int) ->
     import onnxruntime as ort
 
     names = step.kept_names
-    inputs = [*policy.cfg.obs_keys, *names]
+    inputs = [*policy.cfg.obs_keys, *([TASK_INPUT] if step.n_task else []), *names]
     outputs = [ACTION_OUTPUT, *(f"new_{n}" for n in names)]
 
     def write(args):
@@ -295,11 +324,11 @@ def _control_hz(checkpoint: Path, override: float | None) -> float:
     return float(doc.get("control_hz", DEFAULT_HZ))
 
 
-def _env_args(checkpoint: Path) -> dict | None:
+def _env_args(checkpoint: Path, name: str = ENV_ARGS_NAME) -> dict | None:
     """The training data's env (`env_args.json`, written by ttm-train), so a simulator-backed
     controller can make the same env; None if the checkpoint has none. CheckpointError if
-    it is not a JSON object."""
-    path = checkpoint / "env_args.json"
+    it is not a JSON object. (`name`: task_env_args.json, a multi-task run's {task: env_args}.)"""
+    path = checkpoint / name
     if not path.is_file():
         return None
     try:
@@ -351,14 +380,27 @@ def _spec(policy: TTMPolicy, step: ControlStep, files: dict, **extra) -> dict:
             files[init_file] = None
         else:
             omitted.append({**entry, "reason": "zero-sized: carries nothing, rebuilt inside"})
+    task = {}
+    if cfg.tasks:  # the task input; its env_args come in `extra`
+        task = {
+            "task": {
+                "name": TASK_INPUT,
+                "dtype": "int64",
+                "shape": [],
+                "vocabulary": list(cfg.tasks),
+                "meaning": "the index in `vocabulary` of the task the policy is doing",
+                "env_args": extra.pop("task_env_args", None),
+            }
+        }
     return {
         "format": SPEC_FORMAT,
-        "format_version": SPEC_VERSION,
+        "format_version": TASK_SPEC_VERSION if cfg.tasks else SPEC_VERSION,
         "package_version": __version__,
         "temporal_core": cfg.core,
         "batch_axis": "every input and output has a leading batch axis B (dynamic); shapes "
         "below are per sample",
         "observations": observations,
+        **task,
         "action": {
             "name": ACTION_OUTPUT,
             "dim": cfg.action_dim,
@@ -408,6 +450,7 @@ def export(
             f"{bad[0]!r}: the run diverged; export an earlier checkpoint"
         )
     env_args = _env_args(checkpoint)  # a damaged file fails here, before any work
+    task_env_args = _env_args(checkpoint, TASK_ENV_ARGS_NAME) if policy.cfg.tasks else None
     step = ControlStep(policy)
     model_name = MODEL_NAMES[format]
     with atomic_directory(out) as tmp:
@@ -428,6 +471,7 @@ def export(
             },
             export_check=check,
             env_args=env_args,
+            **({"task_env_args": task_env_args} if policy.cfg.tasks else {}),
         )
         for entry, s in zip(spec["state"], initial_state(step, policy, 1)):
             np.save(tmp / entry["init_file"], s[0].numpy(), allow_pickle=False)  # one sample

@@ -6,7 +6,12 @@
     if policy.last_error is not None: ...                      # this tick got the safe action
 
 Reads what `ttm-export` writes (see ttm_policy/export.py): `policy_spec.json`, `policy.onnx`
-and `init_<state>.npy`, and nothing else. Dimensions: B batch (1 here), K action horizon,
+and `init_<state>.npy`, and nothing else.
+
+A multi-task export (spec version 3, a `task` entry with the task names) runs the task it is
+told: `OnnxPolicy(dir, task="MW-reach")`, `policy.reset(task="MW-push")` or
+`policy.set_task(...)`, by name or index; the task stays set across resets. A tick with no task
+set gets the safe action (and `last_error` says so). A single-task export takes no task. Dimensions: B batch (1 here), K action horizon,
 A action width; observation and state shapes are per sample, as the spec lists them.
 
 Every tick the graph runs once (the core sees every frame) and returns a chunk (K, A); the
@@ -52,6 +57,7 @@ from ttm_policy.jsonfile import read_json
 SPEC_NAME = "policy_spec.json"
 SPEC_FORMAT = "ttm_policy.export"
 SPEC_VERSION = 2  # 2: the spec carries spec_sha256
+TASK_SPEC_VERSION = 3  # 3: version 2 with a task input (a multi-task policy)
 ONNX_TYPES = {
     "float32": "tensor(float)",
     "uint8": "tensor(uint8)",
@@ -103,6 +109,26 @@ def _check_fields(spec: dict[str, Any]) -> str | None:
     if not _is_file_name(spec["model_file"]):
         return f"model_file {spec['model_file']!r}: a file name in the export directory"
     names: set[str] = set()
+    task = spec.get("task")
+    if (task is not None) != (spec["format_version"] == TASK_SPEC_VERSION):
+        return (
+            f"task: format_version {TASK_SPEC_VERSION} (a multi-task policy) and a `task` entry "
+            "go together"
+        )
+    if task is not None:
+        vocabulary = task.get("vocabulary") if isinstance(task, dict) else None
+        if not isinstance(task, dict) or not isinstance(task.get("name"), str) or not task["name"]:
+            return f"task {task!r}: an entry with a non-empty `name`"
+        names.add(task["name"])
+        if task.get("dtype") != "int64" or task.get("shape") != []:
+            return f"task: dtype {task.get('dtype')!r}, shape {task.get('shape')!r}: int64, []"
+        if (
+            not isinstance(vocabulary, list)
+            or not vocabulary
+            or not all(isinstance(t, str) and t for t in vocabulary)
+            or len(set(vocabulary)) != len(vocabulary)
+        ):
+            return f"task.vocabulary {vocabulary!r}: a list of distinct task names"
     for i, o in enumerate(spec["observations"]):
         where = f"observations[{i}]"
         if not isinstance(o.get("name"), str) or not o["name"] or o["name"] in names:
@@ -166,10 +192,10 @@ def load_spec(directory: str | Path) -> dict[str, Any]:
     spec = read_json(path, "an export directory", PolicyLoadError, missing=PolicyLoadError)
     if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
         raise PolicyLoadError(f"{path}: not a policy spec (expected format {SPEC_FORMAT!r})")
-    if spec.get("format_version") != SPEC_VERSION:
+    if spec.get("format_version") not in (SPEC_VERSION, TASK_SPEC_VERSION):
         raise PolicyLoadError(
             f"{path}: format_version {spec.get('format_version')!r}; this runtime reads "
-            f"{SPEC_VERSION}: re-export with this package's ttm-export"
+            f"{SPEC_VERSION} and {TASK_SPEC_VERSION}: re-export with this package's ttm-export"
         )
     if spec.get("model_format") != "onnx":
         raise PolicyLoadError(
@@ -227,6 +253,7 @@ class OnnxPolicy:
         safe_action: Literal["zeros", "hold"] = "zeros",
         threads: int = 1,  # ORT intra-op threads; 1 gave the steadiest latency (ttm-bench)
         providers: list[str] | None = None,  # default: CPU
+        task: str | int | None = None,  # a multi-task export's task (see `set_task`)
     ):
         if safe_action not in ("zeros", "hold"):
             raise ValueError(f"safe_action={safe_action!r}: choose 'zeros' or 'hold'")
@@ -263,6 +290,11 @@ class OnnxPolicy:
             raise PolicyLoadError(f"{model}: onnxruntime cannot load it ({e})") from e
 
         self.obs_specs = {o["name"]: o for o in spec["observations"]}
+        self.task_input = spec["task"]["name"] if "task" in spec else None
+        self.tasks: tuple[str, ...] = tuple(spec["task"]["vocabulary"]) if "task" in spec else ()
+        self._task: int | None = None
+        if task is not None:
+            self.set_task(task)
         self.state_specs = {s["name"]: s for s in spec["state"]}
         act = spec["action"]
         self.action_name = act["name"]
@@ -283,6 +315,8 @@ class OnnxPolicy:
     def _check_graph(self, model: Path) -> None:
         """The graph's inputs and outputs are the spec's, with its dtypes and shapes."""
         want_in = {n: (o["dtype"], o["shape"]) for n, o in self.obs_specs.items()}
+        if self.task_input is not None:
+            want_in[self.task_input] = ("int64", [])
         want_in |= {n: (s["dtype"], s["shape"]) for n, s in self.state_specs.items()}
         want_out = {self.action_name: ("float32", [self.horizon, self.action_dim])}
         want_out |= {s["output"]: (s["dtype"], s["shape"]) for s in self.state_specs.values()}
@@ -332,22 +366,60 @@ class OnnxPolicy:
         """Each state tensor at an episode start: name -> (batch, *shape)."""
         return {n: np.repeat(x[None], batch, axis=0) for n, x in self._init.items()}
 
+    # ------------------------------------------------------------------ tasks
+
+    def task_index(self, task: str | int) -> int:
+        """A task's index in the spec's vocabulary, from its name or index; ValueError for an
+        unknown one, or for any task of a single-task export."""
+        if not self.tasks:
+            raise ValueError(f"task {task!r}: this export is a single-task policy; it takes none")
+        if isinstance(task, str):
+            if task not in self.tasks:
+                raise ValueError(f"task {task!r} is not one of the export's {list(self.tasks)}")
+            return self.tasks.index(task)
+        if isinstance(task, bool) or not isinstance(task, (int, np.integer)):
+            raise ValueError(f"task {task!r}: a name or an index, one of {list(self.tasks)}")
+        if not 0 <= int(task) < len(self.tasks):
+            raise ValueError(f"task index {task}: the export's tasks are {list(self.tasks)}")
+        return int(task)
+
+    def set_task(self, task: str | int | None) -> None:
+        """The task the control loop runs from the next tick on (a multi-task export); None:
+        none (ticks get the safe action until one is set). ValueError for an unknown task."""
+        self._task = None if task is None else self.task_index(task)
+
+    @property
+    def task(self) -> str | None:
+        """The name of the task set, or None."""
+        return None if self._task is None else self.tasks[self._task]
+
     def step(
-        self, obs: dict[str, np.ndarray], state: dict[str, np.ndarray]
+        self,
+        obs: dict[str, np.ndarray],
+        state: dict[str, np.ndarray],
+        task: np.ndarray | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The graph itself: obs key -> (B, ...) arrays of the spec's dtypes, state from
-        `initial_state(B)` or the previous step -> (chunk (B, K, A), new state). No checks
-        beyond onnxruntime's own (it raises); no queue."""
+        `initial_state(B)` or the previous step, a multi-task export's task indices (B,) ->
+        (chunk (B, K, A), new state). No checks beyond onnxruntime's own (it raises); no
+        queue."""
         feed = {n: obs[n] for n in self.obs_specs}
+        if self.task_input is not None:
+            if task is None:
+                raise ValueError(f"this export needs the task: indices into {list(self.tasks)}")
+            feed[self.task_input] = np.asarray(task, np.int64).reshape(-1)  # (B,)
         feed |= {n: state[n] for n in self.state_specs}
         chunk, *new = self.session.run(self.outputs, feed)
         return chunk, dict(zip(self.state_specs, new))
 
     # ------------------------------------------------------------------ control loop
 
-    def reset(self) -> None:
+    def reset(self, task: str | int | None = None) -> None:
         """Start an episode: initial state, empty action queue, no last action. Keeps
-        `fault_count`."""
+        `fault_count`, and the task unless `task` names another (a multi-task export;
+        ValueError for an unknown one, before anything is reset)."""
+        if task is not None:
+            self.set_task(task)
         K, A = self.horizon, self.action_dim
         self._state = self.initial_state(1)
         self._queue = np.zeros((K, A), np.float32)
@@ -431,7 +503,13 @@ class OnnxPolicy:
             feed, problems = self.check_observation(obs)
             if problems:
                 return self._fault("invalid observation: " + "; ".join(problems))
-            chunk, state = self.step(feed, self._state)  # (1, K, A)
+            if self.tasks and self._task is None:
+                return self._fault(
+                    f"no task set: call reset(task=...) or set_task(...) with one of "
+                    f"{list(self.tasks)}"
+                )
+            task = np.array([self._task], np.int64) if self.tasks else None  # (1,)
+            chunk, state = self.step(feed, self._state, task)  # (1, K, A)
             if not np.isfinite(chunk).all():
                 return self._fault(f"non-finite action from the policy: {chunk[0].tolist()}")
             bad = [n for n, x in state.items() if x.dtype.kind == "f" and not np.isfinite(x).all()]
