@@ -8,10 +8,9 @@
 # one torch thread, TTM core only:
 #   - "default": each tree's default training configuration (what `ttm-train` with no flags
 #     trains there);
-#   - "same model": the paper-sized model at batch 16 in both (the old tree's default model;
-#     here `--preset gpu --batch-size 16 --crop 1`: no crop, as the old default at 64 px),
-#     so the ratio is the trainer's (whole episodes cut to their longest against 10-step
-#     windows; crop and normalisation), not the model's.
+#   - "same model": the paper-sized model at batch 16 in both (`--preset gpu --batch-size 16
+#     --crop 1`: no crop; in a tree from before presets, such as ed09243, its default model
+#     is that model), so the ratio is the trainer's and the code's, not the model's.
 # Prints frames/s (real time steps trained on per second) of each and the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,12 +32,17 @@ bench() {  # tree label extra-args...
     "$OUT/$label/train_throughput.json"
 }
 
+SAME=(--preset gpu --batch-size 16 --crop 1)
+OLD_SAME=("${SAME[@]}")
+if ! grep -q "preset" "$OLD/eval/bench/train_throughput.py"; then
+  OLD_SAME=()  # before presets: the default model was the paper-sized one
+fi
 declare -A fps
 for round in 1 2; do
   fps[old_default_$round]=$(bench "$OLD" "old_default_$round")
   fps[new_default_$round]=$(bench "$PWD" "new_default_$round")
-  fps[old_same_$round]=$(bench "$OLD" "old_same_$round")
-  fps[new_same_$round]=$(bench "$PWD" "new_same_$round" --preset gpu --batch-size 16 --crop 1)
+  fps[old_same_$round]=$(bench "$OLD" "old_same_$round" "${OLD_SAME[@]}")
+  fps[new_same_$round]=$(bench "$PWD" "new_same_$round" "${SAME[@]}")
 done
 
 "$PY" - "$COMMIT" "$OUT" "${fps[old_default_1]}" "${fps[old_default_2]}" "${fps[new_default_1]}" \

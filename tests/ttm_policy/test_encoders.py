@@ -26,6 +26,9 @@ def test_group_norm_equals_torchs_on_channels_last_input_and_keeps_the_layout():
     plain = torch.randn(2, 8, 5, 5)  # an NCHW input stays NCHW
     assert ours(plain).is_contiguous()
     torch.testing.assert_close(ours(plain), ref(plain))
+    wide, wide_ref = GroupNorm(2, 8), nn.GroupNorm(2, 8)  # 4 per group: torch's own path
+    torch.testing.assert_close(wide(x), wide_ref(x))
+    assert wide(x).is_contiguous(memory_format=torch.channels_last)
 
 
 def test_the_tokenizer_gives_the_same_tokens_with_torchs_group_norm():
