@@ -109,6 +109,11 @@ class CuedTableEnv(ManipulationEnv):
         for i, gid in enumerate(self._cue_geom_ids):
             self.sim.model.geom_rgba[gid] = GREEN if (visible and i == self.cue) else GREY
 
+    def _paint_cue(self, t: int) -> None:
+        """Colour the pads as observation t (0 = reset) shows them: here the cued pad is green
+        while t < cue_steps. A task whose cue changes within the cue phase overrides this."""
+        self._show_cue(t < self.cue_steps)
+
     def holding_still(self) -> bool:
         """True while the next step's action will be replaced by `hold_action`."""
         return self.timestep < self.cue_steps + self.delay_steps
@@ -122,13 +127,13 @@ class CuedTableEnv(ManipulationEnv):
 
     def set_extra_state(self, extra: np.ndarray) -> None:
         self.cue = int(round(float(extra[0])))
-        self._show_cue(self.timestep < self.cue_steps)
+        self._paint_cue(self.timestep)
 
     def step(self, action):
         if self.holding_still():
             action = self.hold_action()
         # Images of this step are rendered inside super().step(): set the colours first.
-        self._show_cue(self.timestep + 1 < self.cue_steps)
+        self._paint_cue(self.timestep + 1)
         return super().step(action)
 
     # --- scene ---
@@ -182,7 +187,7 @@ class CuedTableEnv(ManipulationEnv):
         if not self.deterministic_reset:
             for pos, quat, obj in self.placement_initializer.sample().values():
                 self.sim.data.set_joint_qpos(obj.joints[0], np.concatenate([pos, quat]))
-        self._show_cue(self.cue_steps > 0)
+        self._paint_cue(0)
 
     def _body_sensors(self, prefix: str, body_id_fn) -> list:
         @sensor(modality="object")
