@@ -64,6 +64,8 @@ TASKS: dict[str, TaskSpec] = {
     "Door": TaskSpec(f"{_RS}:DoorEnv", "envs.experts:DoorExpert", recipe=_ROBOSUITE),
     "LiftCued": TaskSpec(f"{_CUED}:LiftCuedEnv", f"{_CUED}:LiftCuedExpert", cued=True, recipe=_CUED_ROBOSUITE),
     "PlaceCued": TaskSpec(f"{_CUED}:PlaceCuedEnv", f"{_CUED}:PlaceCuedExpert", cued=True, recipe=_CUED_ROBOSUITE),
+    # Several cubes to touch in a cued order (4.6 bits at the defaults; its own delay is 10).
+    "TouchSequenceCued": TaskSpec("envs.touch_sequence_cued:TouchSequenceCuedEnv", "envs.touch_sequence_cued:TouchSequenceCuedExpert", cued=True, recipe=_CUED_ROBOSUITE),
     # Plain MuJoCo, the CPU-friendly memory task: 200 demonstrations from its own camera at
     # 32 px with the env's own delay (10).
     "PointCue": TaskSpec("envs.point_cue:PointCueEnv", "envs.point_cue:PointCueExpert", cued=True,
