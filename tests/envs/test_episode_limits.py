@@ -2,12 +2,14 @@
 the results were measured at (real MuJoCo / robosuite envs)."""
 
 import gymnasium as gym
+import numpy as np
 import pytest
 
 import envs
 from envs.collect import env_class
 from envs.cued_tasks import LiftCuedEnv, PlaceCuedEnv
 from envs.point_cue import PointCueEnv
+from envs.touch_sequence_cued import TouchSequenceCuedEnv
 
 
 @pytest.mark.parametrize("delay, limit", [(0, 60), (10, 60), (30, 60), (31, 61), (100, 130)])
@@ -33,18 +35,61 @@ def test_pointcue_expert_succeeds_after_a_100_step_delay():
     env.close()
 
 
+@pytest.mark.parametrize("delay", [100, 200])
 @pytest.mark.parametrize("cls", [LiftCuedEnv, PlaceCuedEnv])
-def test_robosuite_cued_horizon_grows_with_the_delay(cls):
-    env = gym.make(envs.task_id(cls.ENV_NAME), delay_steps=100, cameras=())
+def test_robosuite_cued_horizon_grows_with_the_delay(cls, delay):
+    env = gym.make(envs.task_id(cls.ENV_NAME), delay_steps=delay, cameras=())
     u = env.unwrapped
     held = u.suite.cue_steps + u.suite.delay_steps
-    assert held == 110 and u.horizon == cls.DEFAULT_HORIZON + held  # all of it left to act
+    assert held == 10 + delay and u.horizon == cls.DEFAULT_HORIZON + held  # all of it to act
+    assert u.env_args()["env_kwargs"]["ttm_wrapper"]["horizon"] == u.horizon  # re-created
     env.close()
     short = gym.make(envs.task_id(cls.ENV_NAME), delay_steps=10, cameras=())
     assert short.unwrapped.horizon == cls.DEFAULT_HORIZON + 20  # as before, at delay 10
     short.close()
-    with pytest.raises(ValueError, match="horizon=100 ends the episode before the arm may move"):
-        gym.make(envs.task_id(cls.ENV_NAME), delay_steps=100, horizon=100, cameras=())
+    with pytest.raises(ValueError, match=f"horizon={delay} ends the episode before the arm"):
+        gym.make(envs.task_id(cls.ENV_NAME), delay_steps=delay, horizon=delay, cameras=())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["LiftCued", "PlaceCued", "TouchSequenceCued"])
+def test_robosuite_cued_expert_succeeds_after_a_200_step_delay(task):
+    """At delay 200 the arm stays where it was through the 210+ held steps (no drift under the
+    hold-still action), and the episode leaves the expert room to finish."""
+    env = gym.make(envs.task_id(task), delay_steps=200, cameras=())
+    u = env.unwrapped
+    held = u.suite.cue_steps + u.suite.delay_steps
+    obs, info = env.reset(seed=2)
+    start, expert = obs["robot0_eef_pos"].copy(), u.make_expert(noise=0.05, seed=2)
+    steps, done = 0, False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(expert.act(obs))
+        steps, done = steps + 1, terminated or truncated
+        if steps == held:
+            np.testing.assert_allclose(obs["robot0_eef_pos"], start, atol=2e-3)
+    assert info["success"] and not truncated, (task, steps, info)
+    assert held < steps < u.horizon - 10
+    env.close()
+
+
+@pytest.mark.parametrize("delay", [10, 100, 200])
+def test_touchsequencecued_limit_grows_with_the_delay(delay):
+    """3 items x 5 cue steps, the delay, then 45 steps per item to act, whatever the delay;
+    re-created from env_args, and at twice the delay (ttm-eval --env-kwargs) the limit of that
+    delay."""
+    from envs.env_args import make_from_env_args
+
+    env = gym.make(envs.task_id("TouchSequenceCued"), delay_steps=delay, cameras=())
+    u = env.unwrapped
+    assert u.horizon == 15 + delay + 3 * 45
+    stored = u.env_args()
+    env.close()
+    assert stored["env_kwargs"]["delay_steps"] == delay
+    longer = make_from_env_args(stored, delay_steps=2 * delay)
+    assert longer.unwrapped.horizon == u.horizon + delay
+    longer.close()
+    with pytest.raises(ValueError, match="ends the episode before the arm may move"):
+        TouchSequenceCuedEnv(delay_steps=delay, horizon=15 + delay, cameras=())
 
 
 @pytest.mark.parametrize("delay", [10, 100, 200])
@@ -70,6 +115,7 @@ def test_every_cued_task_is_covered():
         "LiftCued",
         "PlaceCued",
         "SequenceCue",
+        "TouchSequenceCued",
     }
 
 
