@@ -59,10 +59,12 @@ def first_steps(path: Path, keys, n: int) -> list[dict[str, np.ndarray]]:
 
 @pytest.fixture(scope="module")
 def trained(files, tmp_path_factory) -> Path:
-    """A 4-step multi-task run, with rollouts of both tasks (10-step episodes) at step 2."""
+    """A 4-step multi-task run, with validation and rollouts of both tasks (10-step episodes)
+    at step 2."""
     out = tmp_path_factory.mktemp("run") / "mt"
     cfg = run_config(files.values(), out, steps=4, eval_every=2, eval_episodes=1,
-                     eval_env_kwargs='{"horizon": 10}')  # fmt: skip
+                     eval_env_kwargs='{"horizon": 10}', valid_every=2, valid_batches=1,
+                     log_every=2)  # fmt: skip
     train(cfg)
     return out
 
@@ -154,6 +156,7 @@ def test_the_task_changes_the_action_and_the_checkpoint_keeps_the_task_names(fil
     rows = [json.loads(x) for x in (trained / "metrics.jsonl").read_text().splitlines()]
     row = next(r for r in rows if "rollout/success_rate" in r)
     assert {"rollout/MW-reach/success_rate", "rollout/MW-push/success_rate"} <= set(row)
+    assert np.isfinite(row["valid/loss"])  # both tasks' mask/valid demos
     assert (trained / "checkpoints" / "best" / "task_env_args.json").is_file()
 
     policy = TTMPolicy.from_pretrained(ck)
