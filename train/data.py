@@ -147,6 +147,14 @@ class Demos:
         return {k: v[s] for k, v in self.obs.items()}, self.actions[s]
 
 
+def is_gripper_column(values: np.ndarray) -> bool:
+    """Whether an action column (N,) is an open/close command: both signs occur and every
+    value is at least 0.5 from zero (robosuite's and Meta-World's grippers, -1 / +1, with or
+    without an expert's small noise); a velocity or position column is not."""
+    v = np.asarray(values, np.float64)
+    return bool(v.size and (v > 0).any() and (v < 0).any() and (np.abs(v) >= 0.5).all())
+
+
 def _demo_sort_key(name: str) -> tuple[int, int, str]:
     m = re.fullmatch(r"demo_(\d+)", name)
     return (0, int(m.group(1)), name) if m else (1, 0, name)

@@ -7,8 +7,10 @@
 Both presets train the same way (every batch row reads an episode from its first step in
 64-step pieces with its memory carried from piece to piece, so the memory a policy carries at
 step t in training is the memory it carries at step t of a rollout; observations: every
-camera in the file and the robot's proprioception, no simulator object state); they differ in
-size and budget:
+camera in the file and the robot's proprioception, no simulator object state; a gripper
+column of the actions, when the demonstrations have one, is an open/close output trained by
+cross-entropy and drawn from its probability at inference, `--model.binary-gripper` and
+`--model.sample-actions`: docs/results.md, PickPlaceCan); they differ in size and budget:
 
 - `cpu` (default): sized for 2 CPU cores, the budget of docs/results.md. D=32, 4 tokens per
   camera, a small conv tokenizer, TTM M=8 memory tokens, R=4 read, one layer; baselines at
@@ -44,6 +46,7 @@ def cpu_model() -> Any:
         lstm=LSTMConfig(hidden=64, layers=2),
         gru=GRUConfig(hidden=64, layers=2),
         transformer=CausalTransformerConfig(window=6, layers=1, heads=4, mlp_dim=64),
+        sample_actions=True,  # the binary gripper's open/close drawn from its probability
     )
 
 
@@ -51,7 +54,7 @@ def gpu_model() -> Any:
     """The `gpu` preset's PolicyConfig: the library's defaults (the paper's TTM sizes)."""
     from ttm_policy import PolicyConfig
 
-    return PolicyConfig()
+    return PolicyConfig(sample_actions=True)  # as `cpu`: the binary gripper sampled
 
 
 def preset(name: str, **fields: Any) -> Any:

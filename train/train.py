@@ -78,6 +78,7 @@ from train.data import (
     compute_stats,
     first_demo_obs_keys,
     has_split,
+    is_gripper_column,
     is_image_key,
     load_demos,
     make_dataset,
@@ -361,6 +362,11 @@ def build_data(cfg: TrainConfig, main_rank: bool) -> Data:
         crop_size=crop,
         action_dim=demos.action_dim,
         tasks=tuple(demos.tasks),
+        binary_gripper=(
+            is_gripper_column(demos.actions[:, -1])
+            if cfg.model.binary_gripper is None
+            else cfg.model.binary_gripper
+        ),
     )
     horizon = model_cfg.action_horizon
     data_cfg = DataConfig(

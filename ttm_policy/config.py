@@ -152,9 +152,12 @@ class PolicyConfig:
     """Action head: continuous regression, gmm (robomimic), discrete (RT-1 bins)."""
     loss: Literal["l1", "mse"] = "l1"
     """Regression loss of the continuous head (ACT uses L1, robomimic BC uses MSE)."""
-    binary_gripper: bool = False
+    binary_gripper: bool | None = None
     """Continuous head: the last action dimension (the gripper) as a binary open/close
-    output trained by cross-entropy, not a regressed value (docs/results.md, PickPlaceCan)."""
+    output trained by cross-entropy, not a regressed value (docs/results.md, PickPlaceCan).
+    None: ttm-train decides from the demonstrations (on when the last action column is an
+    open/close command, `train.data.is_gripper_column`); a policy built directly takes None
+    as off."""
     head_input: Literal["flatten", "mean"] = "flatten"
     """How the core's R output tokens become the head's input: concatenated, or averaged."""
     head_hidden: int = 256
@@ -166,7 +169,8 @@ class PolicyConfig:
     bins: int = 256
     """Bins per action dimension of the discrete head (RT-1's 256)."""
     sample_actions: bool = False
-    """gmm/discrete: sample actions at inference instead of taking the most likely one."""
+    """Sample actions at inference instead of taking the most likely one: the gmm/discrete
+    heads' actions, a binary gripper's open/close (the `cpu` and `gpu` presets: on)."""
     action_dim: tyro.conf.Suppress[int] = 7
     """A: OSC_POSE deltas (6) + gripper for robosuite; Meta-World's 4 (xyz delta + gripper).
     Not a flag of ttm-train, which sets it from the dataset's actions."""

@@ -12,8 +12,13 @@ The graph is `TTMPolicy.step`, a pure function of tensors:
              task            int64 (B,)          multi-task policies only: the task's index
                                                  in the spec's `task.vocabulary`
              <state name>    the core's state, as below
-    outputs  action_chunk    float32 (B, K, A)   robot units, clipped to [-1, 1]
+    outputs  action_chunk    float32 (B, K, A)   robot units, clipped to [-1, 1]; a binary
+                                                 gripper's column: the most likely of
+                                                 open/close
              new_<state name>                    the state for the next step
+             gripper_close_probability  float32 (B, K)  a binary gripper only: P(close),
+                                                 which the runtime samples from when the
+                                                 spec's action.gripper.sample is true
 
 State tensors: each core declares its state's names and axes (`STATE`, see
 ttm_policy/cores.py); the names are the graph's input names. For example:
@@ -94,6 +99,7 @@ from ttm_policy.runtime import (  # torch-free: the runtime reads the same spec 
 
 MODEL_NAMES = {"onnx": "policy.onnx"}
 ACTION_OUTPUT = "action_chunk"
+GRIPPER_OUTPUT = "gripper_close_probability"  # a binary gripper's P(close), (B, K) float32
 TASK_INPUT = "task"  # a multi-task policy's task index, (B,) int64
 DEFAULT_HZ = 20.0  # robosuite's and PointCue's control rate
 TOLERANCE = 1e-4  # max |ONNX - PyTorch| the export check accepts (actions and float state)
@@ -129,10 +135,10 @@ class ControlStep(nn.Module):
     def __init__(self, policy: TTMPolicy):
         super().__init__()
         cfg = policy.cfg
-        if cfg.sample_actions:
+        if cfg.sample_actions and cfg.head in ("gmm", "discrete"):
             raise ExportError(
-                "PolicyConfig.sample_actions=True: a sampling head has no deterministic graph; "
-                "export with sample_actions=False (the most likely action)"
+                f"PolicyConfig.sample_actions=True: a sampling {cfg.head} head has no "
+                "deterministic graph; export with sample_actions=False (the most likely action)"
             )
         if isinstance(policy.core, CausalTransformerCore) and policy.core.cfg.window is None:
             raise ExportError(
@@ -148,6 +154,9 @@ class ControlStep(nn.Module):
             )
         self.obs_keys = cfg.obs_keys
         self.n_task = 1 if cfg.tasks else 0  # graph inputs for the task
+        # A binary gripper: the graph gives the most likely chunk and P(close); the runtime
+        # draws open/close from it when the policy samples (as `policy.step` does in torch).
+        self.gripper = bool(cfg.binary_gripper) and cfg.head == "continuous"
         self.policy = policy
         init = policy.init_state(1)
         self.single = isinstance(init, torch.Tensor)
@@ -172,9 +181,15 @@ class ControlStep(nn.Module):
             _empty(inputs[0], *self.empty[i]) if i in self.empty else next(given)
             for i in range(len(self.state_names))
         ]
-        chunk, new = self.policy.step(obs, state[0] if self.single else tuple(state), task)
+        chunk, new, *prob = self.policy.step(
+            obs,
+            state[0] if self.single else tuple(state),
+            task,
+            sample=False,
+            gripper_probability=self.gripper,
+        )
         new = _as_tuple(new)
-        return (chunk, *(new[i] for i in self.kept))  # (B, K, A), new state
+        return (chunk, *(new[i] for i in self.kept), *prob)  # (B, K, A), new state, (B, K)
 
 
 def example_inputs(policy: TTMPolicy, batch: int, seed: int = 0) -> list[torch.Tensor]:
@@ -220,10 +235,18 @@ def _check(
         for t in range(steps):
             obs = example_inputs(policy, batch, seed=t + 1)
             task = example_task(policy, batch, seed=t)
-            chunk_ref, state_ref = policy.step(
-                dict(zip(policy.cfg.obs_keys, obs)), state_ref, *task
+            chunk_ref, state_ref, *prob_ref = policy.step(
+                dict(zip(policy.cfg.obs_keys, obs)),
+                state_ref,
+                *task,
+                sample=False,
+                gripper_probability=step.gripper,
             )
             chunk, *state = run([*obs, *task], state)
+            prob = [state.pop()] if step.gripper else []  # the last output
+            if step.gripper:  # P(close) (B, K) is checked with the action (B, K, A)
+                chunk = torch.cat([chunk, prob[0].unsqueeze(-1)], -1)
+                chunk_ref = torch.cat([chunk_ref, prob_ref[0].unsqueeze(-1)], -1)
             ref = _as_tuple(state_ref)
             outputs = [chunk_ref, chunk, *state, *(ref[i] for i in step.kept)]
             if not all(torch.isfinite(x).all() for x in outputs if x.is_floating_point()):
@@ -286,7 +309,7 @@ def _write_onnx(step: ControlStep, policy: TTMPolicy, path: Path, opset: int) ->
 
     names = step.kept_names
     inputs = [*policy.cfg.obs_keys, *([TASK_INPUT] if step.n_task else []), *names]
-    outputs = [ACTION_OUTPUT, *(f"new_{n}" for n in names)]
+    outputs = [ACTION_OUTPUT, *(f"new_{n}" for n in names), *([GRIPPER_OUTPUT] * step.gripper)]
 
     def write(args):
         # The TorchScript-based exporter: the dynamo one needs onnxscript, not a dependency.
@@ -344,6 +367,28 @@ def _env_args(checkpoint: Path, name: str = ENV_ARGS_NAME) -> dict | None:
             f"{type(env_args).__name__}"
         )
     return env_args
+
+
+def _gripper_spec(policy: TTMPolicy, step: ControlStep) -> dict:
+    """A binary gripper's entry of the spec's action: where its probability comes out, its
+    column, its open and close values in robot units, and whether the policy samples."""
+    if not step.gripper:
+        return {}
+    A = policy.cfg.action_dim
+    ends = torch.tensor([[-1.0] * A, [1.0] * A])  # normalised open / close
+    values = policy.normalizer.action.unnormalize(ends).clamp(-1.0, 1.0)[:, -1].tolist()
+    return {
+        "gripper": {
+            "probability_output": GRIPPER_OUTPUT,
+            "column": A - 1,
+            "open": values[0],
+            "close": values[1],
+            "sample": bool(policy.cfg.sample_actions),
+            "meaning": f"{ACTION_OUTPUT}[..., column] is the most likely of open/close; with "
+            "`sample` a runtime sets it to `close` with probability "
+            f"{GRIPPER_OUTPUT} (B, K), else `open`, as the policy was evaluated",
+        }
+    }
 
 
 def _spec(policy: TTMPolicy, step: ControlStep, files: dict, **extra) -> dict:
@@ -410,6 +455,7 @@ def _spec(policy: TTMPolicy, step: ControlStep, files: dict, **extra) -> dict:
             "units": "robot units (un-normalised), clipped to [low, high]",
             "chunk_execution": cfg.chunk_execution,
             "ensemble_decay": cfg.ensemble_decay,
+            **_gripper_spec(policy, step),
         },
         "state": state,
         "omitted_state": omitted,

@@ -57,7 +57,7 @@ class ContinuousHead(nn.Module):
         if loss not in ("l1", "mse"):
             raise ValueError(f"ContinuousHead loss={loss!r}: use 'l1' or 'mse'")
         self.K, self.A, self.kind = horizon, action_dim, loss
-        self.binary_gripper = binary_gripper
+        self.binary_gripper = bool(binary_gripper)  # None (not decided by ttm-train): off
         self.net = trunk(in_dim, hidden, horizon * action_dim)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -75,6 +75,10 @@ class ContinuousHead(nn.Module):
         loss = masked_mean(err.mean(-1), valid)  # mean over A, then over valid (..., K)
         return loss, {self.kind: loss, **parts}
 
+    def close_probability(self, params) -> torch.Tensor:
+        """A binary gripper's probability of "close", (..., K)."""
+        return torch.sigmoid(params[..., -1])
+
     def predict(self, params, sample: bool = False) -> torch.Tensor:
         """The regressed dimensions as they are; a binary gripper "close" (+1) where its logit
         is positive, or, with `sample`, with the probability the logit gives (so a close that
@@ -83,7 +87,7 @@ class ContinuousHead(nn.Module):
         if not self.binary_gripper:
             return params  # (..., K, A); deterministic either way
         logit = params[..., -1:]
-        close = torch.bernoulli(torch.sigmoid(logit)) > 0 if sample else logit > 0
+        close = torch.rand_like(logit) < torch.sigmoid(logit) if sample else logit > 0
         gripper = torch.where(close, 1.0, -1.0).to(params.dtype)  # (..., K, 1)
         return torch.cat([params[..., :-1], gripper], dim=-1)
 

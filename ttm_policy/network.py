@@ -212,13 +212,26 @@ class PolicyNetwork(nn.Module):
         return self.features(out), state  # (B, T, F)
 
     def step(
-        self, obs: dict[str, torch.Tensor], state: Any, task: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, Any]:
+        self,
+        obs: dict[str, torch.Tensor],
+        state: Any,
+        task: torch.Tensor | None = None,
+        *,
+        sample: bool | None = None,
+        gripper_probability: bool = False,
+    ) -> tuple[Any, ...]:
         """One control step: obs key -> (B, ...) (images uint8, low-dim normalised), state,
-        task (B,) (multi-task) -> (normalised chunk (B, K, A), new state). Central crop; the
-        most likely action unless `sample_actions`."""
+        task (B,) (multi-task) -> (normalised chunk (B, K, A), new state) and, with
+        `gripper_probability`, a binary gripper's probability of "close" (B, K) (None without
+        one). Central crop; the most likely action unless `sample` (default:
+        `sample_actions`)."""
         x = {k: v.unsqueeze(1) for k, v in obs.items()}  # (B, 1, ...)
         tokens = self.encode(x, random_crop=False, task=task)[:, 0]  # (B, N, D)
         out, state = self.core.step(tokens, state)  # (B, R, D)
-        chunk = self.head.predict(self.head(self.features(out)), sample=self.cfg.sample_actions)
-        return chunk, state  # (B, K, A)
+        params = self.head(self.features(out))
+        sample = self.cfg.sample_actions if sample is None else sample
+        chunk = self.head.predict(params, sample=sample)
+        if not gripper_probability:
+            return chunk, state  # (B, K, A)
+        binary = getattr(self.head, "binary_gripper", False)
+        return chunk, state, self.head.close_probability(params) if binary else None

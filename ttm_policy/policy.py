@@ -399,21 +399,32 @@ class TTMPolicy(nn.Module):
         return self.core.init_memory(batch_size, device=self.device)
 
     def step(
-        self, obs: dict[str, torch.Tensor], state, task: Any = None
-    ) -> tuple[torch.Tensor, Any]:
+        self,
+        obs: dict[str, torch.Tensor],
+        state,
+        task: Any = None,
+        *,
+        sample: bool | None = None,
+        gripper_probability: bool = False,
+    ) -> tuple[Any, ...]:
         """Streaming form of one control step with explicit state (what an exporter traces):
         obs key -> one step's tensors, images uint8 (B, H, W, 3), low-dim (B, Dl); state from
         `init_state(B)` or the previous step; a multi-task policy's task, (B,) int64 indices
         (a tensor is used as it is: the exported graph's input) or a name / index (see
         `task_tensor`) -> (chunk (B, K, A) un-normalised and clipped to [-1, 1], new state).
-        Central crop; the most likely action unless `sample_actions`. No queue or ensembling
-        (that is `select_action`'s job); call under no_grad / eval."""
+        Central crop; the most likely action unless `sample` (default: `sample_actions`).
+        `gripper_probability`: also a binary gripper's probability of "close" (B, K) (None
+        without one), as the export's graph outputs it. No queue or ensembling (that is
+        `select_action`'s job); call under no_grad / eval."""
         x = {k: v.unsqueeze(1) for k, v in obs.items()}  # (B, 1, ...)
         x = {k: v[:, 0] for k, v in self.normalize_obs(x).items()}  # (B, ...)
         if task is not None and not torch.is_tensor(task):
             task = self.task_tensor(task, next(iter(x.values())).shape[0])
-        chunk, state = self.net.step(x, state, task)  # (B, K, A) normalised
-        return self.normalizer.action.unnormalize(chunk).clamp(-1.0, 1.0), state  # (B, K, A)
+        chunk, state, *prob = self.net.step(
+            x, state, task, sample=sample, gripper_probability=gripper_probability
+        )  # (B, K, A) normalised
+        chunk = self.normalizer.action.unnormalize(chunk).clamp(-1.0, 1.0)  # (B, K, A)
+        return (chunk, state, *prob)
 
     @torch.no_grad()
     def select_action(self, obs: dict[str, Any], task: Any = None) -> np.ndarray:

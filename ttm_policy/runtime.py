@@ -8,6 +8,11 @@
 Reads what `ttm-export` writes (see ttm_policy/export.py): `policy_spec.json`, `policy.onnx`
 and `init_<state>.npy`, and nothing else.
 
+A binary gripper (an export whose spec's action has a `gripper` entry) is, as in training
+and `ttm-eval`, drawn each tick: `close` with the probability the graph gives, from a numpy
+generator seeded by `OnnxPolicy(dir, seed=...)`, when the spec says the policy samples (the
+presets do); `OnnxPolicy(dir, sample=False)` takes the most likely instead.
+
 A multi-task export (spec version 3, a `task` entry with the task names) runs the task it is
 told: `OnnxPolicy(dir, task="MW-reach")`, `policy.reset(task="MW-push")` or
 `policy.set_task(...)`, by name or index; the task stays set across resets. A tick with no task
@@ -176,6 +181,22 @@ def _check_fields(spec: dict[str, Any]) -> str | None:
     no_zero = [i for i, (lo, hi) in enumerate(zip(a["low"], a["high"])) if not lo <= 0.0 <= hi]
     if no_zero:  # the safe action (and `hold` before the first good tick) is zeros
         return f"action.low/high: axes {no_zero} exclude 0, the runtime's safe action"
+    g = a.get("gripper")
+    if g is not None:
+        if not isinstance(g, dict) or not {"probability_output", "column", "open", "close"} <= set(
+            g
+        ):
+            return "action.gripper: an object with probability_output, column, open, close"
+        if not isinstance(g["probability_output"], str) or g["probability_output"] in names:
+            return f"action.gripper.probability_output {g['probability_output']!r}: a unique name"
+        if not _is_int(g["column"]) or not 0 <= g["column"] < a["dim"]:
+            return f"action.gripper.column {g['column']!r}: an axis of the action"
+        lo, hi = a["low"][g["column"]], a["high"][g["column"]]
+        for key in ("open", "close"):
+            if not _is_number(g[key]) or not lo <= g[key] <= hi:
+                return f"action.gripper.{key} {g[key]!r}: a number inside [low, high] of its axis"
+        if not isinstance(g.get("sample", False), bool):
+            return f"action.gripper.sample {g['sample']!r}: true or false"
     if not _is_number(spec["control_hz"]) or spec["control_hz"] <= 0:
         return f"control_hz {spec['control_hz']!r}: a finite number > 0"
     if not all(_is_file_name(k) and isinstance(v, str) for k, v in spec["files_sha256"].items()):
@@ -254,6 +275,8 @@ class OnnxPolicy:
         threads: int = 1,  # ORT intra-op threads; 1 gave the steadiest latency (ttm-bench)
         providers: list[str] | None = None,  # default: CPU
         task: str | int | None = None,  # a multi-task export's task (see `set_task`)
+        sample: bool | None = None,  # a binary gripper drawn from P(close); None: the spec's
+        seed: int | None = None,  # of those draws (numpy's default_rng)
     ):
         if safe_action not in ("zeros", "hold"):
             raise ValueError(f"safe_action={safe_action!r}: choose 'zeros' or 'hold'")
@@ -304,9 +327,15 @@ class OnnxPolicy:
         self.chunk_execution = act["chunk_execution"]
         self.ensemble_decay = float(act.get("ensemble_decay", 0.01))
         self.control_hz = float(spec["control_hz"])
+        self.gripper: dict[str, Any] | None = act.get("gripper")
+        g = self.gripper or {}
+        self.sample = bool(g.get("sample", False) if sample is None else sample) and bool(g)
+        self._rng = np.random.default_rng(seed)
         self._check_graph(model)
         self._init = self._load_init()
         self.outputs = [self.action_name, *(s["output"] for s in spec["state"])]
+        if self.gripper:
+            self.outputs.append(self.gripper["probability_output"])
         self.fault_count = 0
         self.reset()
 
@@ -320,6 +349,8 @@ class OnnxPolicy:
         want_in |= {n: (s["dtype"], s["shape"]) for n, s in self.state_specs.items()}
         want_out = {self.action_name: ("float32", [self.horizon, self.action_dim])}
         want_out |= {s["output"]: (s["dtype"], s["shape"]) for s in self.state_specs.values()}
+        if self.gripper:
+            want_out[self.gripper["probability_output"]] = ("float32", [self.horizon])
         for kind, args, want in (
             ("input", self.session.get_inputs(), want_in),
             ("output", self.session.get_outputs(), want_out),
@@ -401,8 +432,10 @@ class OnnxPolicy:
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The graph itself: obs key -> (B, ...) arrays of the spec's dtypes, state from
         `initial_state(B)` or the previous step, a multi-task export's task indices (B,) ->
-        (chunk (B, K, A), new state). No checks beyond onnxruntime's own (it raises); no
-        queue."""
+        (chunk (B, K, A), new state). A binary gripper's column is the most likely of
+        open/close, or with `sample` (the spec's `action.gripper.sample` unless set at load)
+        `close` with the probability the graph gives, drawn from this policy's generator
+        (`seed`). No checks beyond onnxruntime's own (it raises); no queue."""
         feed = {n: obs[n] for n in self.obs_specs}
         if self.task_input is not None:
             if task is None:
@@ -410,6 +443,13 @@ class OnnxPolicy:
             feed[self.task_input] = np.asarray(task, np.int64).reshape(-1)  # (B,)
         feed |= {n: state[n] for n in self.state_specs}
         chunk, *new = self.session.run(self.outputs, feed)
+        if self.gripper:
+            prob = new.pop()  # (B, K)
+            if self.sample:
+                g = self.gripper
+                close = self._rng.random(prob.shape) < prob
+                chunk = chunk.copy()
+                chunk[..., g["column"]] = np.where(close, g["close"], g["open"])
         return chunk, dict(zip(self.state_specs, new))
 
     # ------------------------------------------------------------------ control loop

@@ -34,6 +34,7 @@ def checkpoint(tmp_path_factory) -> Path:
     )
     cfg.model.dim, cfg.model.ttm.layers, cfg.model.ttm.memory_tokens = 32, 1, 8
     cfg.model.conv_channels, cfg.model.head_hidden = (8, 8, 16, 16), 32
+    cfg.model.sample_actions = False  # the recipe samples; --sample must be able to say so
     train(cfg)
     return root / "run" / "checkpoints" / "last"
 

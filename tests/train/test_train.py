@@ -144,6 +144,45 @@ def test_the_action_width_comes_from_the_dataset(demos, tmp_path):
     assert pol.select_action(obs).shape == (4,)
 
 
+def test_a_gripper_column_becomes_a_sampled_binary_output(demos, tmp_path):
+    """The recipe's gripper: where the last action column is an open/close command (both
+    signs, every value at least 0.5 from zero: an expert's -1 / +1 with noise), ttm-train
+    trains it as a binary output that inference samples; PointCue's last column (always 0)
+    stays regressed; `--model.binary-gripper False` keeps a gripper column regressed."""
+    import h5py
+
+    from train.data import is_gripper_column
+
+    assert is_gripper_column(np.array([-1.0, -0.93, 0.97, 1.0]))
+    assert not is_gripper_column(np.array([-1.0, -0.93, -0.97]))  # one sign only
+    assert not is_gripper_column(np.array([-1.0, 0.2, 1.0]))  # a value near 0
+    assert not is_gripper_column(np.zeros(5))
+    grip = tmp_path / "grip.hdf5"
+    grip.write_bytes(demos.read_bytes())
+    rng = np.random.default_rng(0)
+    with h5py.File(grip, "r+") as f:
+        for name in f["data"]:
+            a = f[f"data/{name}/actions"]
+            col = np.where(np.arange(len(a)) < len(a) // 2, -1.0, 1.0) + rng.normal(0, 0.05, len(a))
+            a[:, 6] = np.clip(col, -1, 1)
+
+    def trained(data, name, **model):
+        cfg = TrainConfig(dataset=data, out=tmp_path / name, steps=1, batch_size=2,
+                          save_every=1, valid_every=0, threads=1)  # fmt: skip
+        for k, v in model.items():
+            setattr(cfg.model, k, v)
+        train(tiny(cfg))
+        return TTMPolicy.from_pretrained(cfg.out / "checkpoints" / "last").cfg
+
+    on, off, forced = (
+        trained(grip, "on"),
+        trained(demos, "off"),
+        trained(grip, "f", binary_gripper=False),
+    )
+    assert on.binary_gripper is True and on.sample_actions is True
+    assert off.binary_gripper is False and forced.binary_gripper is False
+
+
 def test_loss_falls(demos, tmp_path):
     cfg = TrainConfig(
         dataset=demos,

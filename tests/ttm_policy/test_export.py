@@ -212,3 +212,43 @@ def test_ablation_summarisers_export_with_a_dynamic_batch(
     policy.reset()
     for obs in episode[0][:20]:
         np.testing.assert_allclose(runtime(obs), policy.select_action(obs), atol=TOL)
+
+
+def test_a_sampled_binary_gripper_is_drawn_by_the_runtime_from_the_graphs_probability(
+    episode, stats, tmp_path
+):
+    """A binary gripper trained to be sampled (the presets) exports P(close) beside the most
+    likely chunk; the runtime draws open/close from it with its seeded generator (both occur
+    at P = 0.5, the same seed gives the same draws), the other axes are the most likely
+    action's, and sample=False gives the most likely gripper, as torch's policy.step does."""
+    observations, _ = episode
+    policy = tiny_policy("ttm", stats, binary_gripper=True, sample_actions=True)
+    with torch.no_grad():  # the gripper's logit row: 0, so P(close) = 0.5 on every frame
+        policy.head.net[-1].weight[-1].zero_()
+        policy.head.net[-1].bias[-1] = 0.0
+    out = export_tiny(tmp_path, policy, "grip")
+    g = json.loads((out / SPEC_NAME).read_text())["action"]["gripper"]
+    assert g["column"] == 6 and (g["open"], g["close"]) == (-1.0, 1.0) and g["sample"] is True
+
+    def run(**kw):
+        runtime = OnnxPolicy(out, **kw)
+        acts = np.stack([runtime(obs) for obs in observations[:40]])
+        assert runtime.last_error is None and runtime.fault_count == 0
+        return acts
+
+    drawn, again, other = run(seed=0), run(seed=0), run(seed=1)
+    likely = run(sample=False)
+    assert set(np.unique(drawn[:, 6])) == {-1.0, 1.0}
+    assert 8 <= (drawn[:, 6] > 0).sum() <= 32  # 40 draws at P = 0.5
+    np.testing.assert_array_equal(drawn, again)
+    assert not np.array_equal(drawn[:, 6], other[:, 6])
+    np.testing.assert_array_equal(drawn[:, :6], likely[:, :6])
+    assert (likely[:, 6] == -1.0).all()  # logit 0 is not > 0: open, as in torch
+    with torch.no_grad():
+        state, ref = policy.init_state(1), []
+        for obs in observations[:40]:
+            x = {k: torch.from_numpy(np.asarray(obs[k]))[None] for k in KEYS}
+            x["robot0_eef_pos"] = x["robot0_eef_pos"].float()
+            chunk, state = policy.step(x, state, sample=False)
+            ref.append(chunk[0, 0].numpy())
+    np.testing.assert_allclose(likely, np.stack(ref), atol=TOL)
