@@ -166,9 +166,9 @@ def test_a_gripper_column_becomes_a_sampled_binary_output(demos, tmp_path):
             col = np.where(np.arange(len(a)) < len(a) // 2, -1.0, 1.0) + rng.normal(0, 0.05, len(a))
             a[:, 6] = np.clip(col, -1, 1)
 
-    def trained(data, name, **model):
-        cfg = TrainConfig(dataset=data, out=tmp_path / name, steps=1, batch_size=2,
-                          save_every=1, valid_every=0, threads=1)  # fmt: skip
+    def trained(data, name, run=None, **model):
+        cfg = TrainConfig(dataset=data, out=tmp_path / name, steps=2, batch_size=2,
+                          save_every=2, valid_every=0, threads=1, **(run or {}))  # fmt: skip
         for k, v in model.items():
             setattr(cfg.model, k, v)
         train(tiny(cfg))
@@ -181,6 +181,13 @@ def test_a_gripper_column_becomes_a_sampled_binary_output(demos, tmp_path):
     )
     assert on.binary_gripper is True and on.sample_actions is True
     assert off.binary_gripper is False and forced.binary_gripper is False
+    # Rollouts during training sample the gripper from their own seeded generator: the
+    # training's draws (crops) are those of a run without rollouts, so are the weights.
+    rollouts = {"eval_every": 1, "eval_episodes": 1, "eval_env_kwargs": '{"max_steps": 20}'}
+    trained(grip, "ev", rollouts)
+    a = load_file(tmp_path / "on" / "checkpoints" / "last" / "model.safetensors")
+    b = load_file(tmp_path / "ev" / "checkpoints" / "last" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_loss_falls(demos, tmp_path):
