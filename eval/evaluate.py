@@ -28,7 +28,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -70,10 +70,10 @@ class EvalConfig:
     """Image key shown in videos; default: the policy's first camera."""
     threads: int | None = 1
     """torch intra-op threads for the policy on CPU (1: steadiest at batch sizes of a few envs)."""
-    sample: bool = False
-    """Draw actions from the policy's distribution (a GMM or discrete head, a binary gripper)
-    instead of taking the most likely; torch seeded from --seed. Without it: as the
-    checkpoint's `sample_actions` says (False unless trained so)."""
+    actions: Literal["checkpoint", "sample", "most-likely"] = "checkpoint"
+    """How actions are chosen: as the checkpoint was trained to act (`sample_actions`; the
+    presets sample a binary gripper's open/close), drawn from the policy's distribution
+    (torch seeded from --seed), or the most likely."""
 
     def __post_init__(self):
         for name in ("episodes", "envs"):
@@ -139,8 +139,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     policy = TTMPolicy.from_pretrained(cfg.checkpoint, device=cfg.device)
-    if cfg.sample:
-        policy.cfg.sample_actions = True
+    if cfg.actions != "checkpoint":
+        policy.cfg.sample_actions = cfg.actions == "sample"
     if policy.tasks:
         return evaluate_tasks(cfg, policy)
     if policy.cfg.sample_actions:

@@ -91,12 +91,14 @@ def test_same_seed_same_outcomes(checkpoint, tmp_path):
 
 
 def test_sampling_is_recorded_and_seeded(checkpoint, tmp_path):
-    """--sample overrides the checkpoint's sample_actions, eval.json says which was used, and
-    the draws follow --seed (the same seed, the same episodes)."""
+    """--actions sample / most-likely override the checkpoint's sample_actions, eval.json
+    says which was used, and the draws follow --seed (the same seed, the same episodes)."""
     plain = run(checkpoint, tmp_path / "p", episodes=2)
-    a = run(checkpoint, tmp_path / "a", episodes=2, seed=3, sample=True)
-    b = run(checkpoint, tmp_path / "b", episodes=2, seed=3, sample=True)
+    a = run(checkpoint, tmp_path / "a", episodes=2, seed=3, actions="sample")
+    b = run(checkpoint, tmp_path / "b", episodes=2, seed=3, actions="sample")
+    likely = run(checkpoint, tmp_path / "m", episodes=2, actions="most-likely")
     assert plain["sample_actions"] is False and a["sample_actions"] is True
+    assert likely["sample_actions"] is False
     assert a["per_episode"] == b["per_episode"]
 
 
