@@ -218,8 +218,10 @@ class CuedTableEnv(ManipulationEnv):
         return r * (self.reward_scale or 1.0)
 
 
-def _pad_bodies(centers: np.ndarray, half: float) -> list:
-    """Flat, visual-only squares on the table (no contacts): one body per centre (3,)."""
+def _pad_bodies(centers: np.ndarray, half: float, half_y: float | None = None) -> list:
+    """Flat, visual-only rectangles on the table (no contacts), named as CuedTableEnv expects
+    (`pad{i}`, geom `pad{i}_vis`): one body per centre (3,), `half` x `half_y` half-sides
+    (squares unless `half_y`)."""
     bodies = []
     for i, c in enumerate(centers):
         body = new_body(name=f"pad{i}", pos=(c[0], c[1], c[2] + 0.001))
@@ -227,7 +229,7 @@ def _pad_bodies(centers: np.ndarray, half: float) -> list:
             new_geom(
                 name=f"pad{i}_vis",
                 type="box",
-                size=(half, half, 0.001),
+                size=(half, half if half_y is None else half_y, 0.001),
                 group=1,
                 rgba=GREY,
                 contype=0,

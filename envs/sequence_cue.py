@@ -59,13 +59,13 @@ so forcing the cue does not change it; the pads are fixed.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from envs.ordered_cues import OrderedCues
 from envs.planar import (  # the same scene, physics and rendering as PointCue
     CAMERAS,
     GOAL_RADIUS,
@@ -146,31 +146,24 @@ class SequenceCueEnv(PlanarCueEnv):
         )
         self.n_goals, self.n_items, self.item_steps = n_goals, n_items, item_steps
         # Every ordered sequence; the cue is an index into this list.
-        self._sequences = list(itertools.permutations(range(n_goals), n_items))
-        self.cues = len(self._sequences)
+        self._codes = OrderedCues(n_goals, n_items, "pads")
+        self.cues = len(self._codes)
         self._progress = 0  # items of the sequence visited so far, in order
 
     # --- cue encoding --------------------------------------------------------------------------
 
     def sequence_of(self, cue: int) -> tuple[int, ...]:
-        """The pad indices, in visiting order, of cue index `cue`."""
-        if not 0 <= cue < self.cues:
-            raise ValueError(f"cue must be in [0, {self.cues}); got {cue!r}")
-        return self._sequences[cue]
+        """The pads, in order, of cue index `cue`."""
+        return self._codes.sequence_of(cue)
 
     def cue_of(self, sequence: Sequence[int]) -> int:
-        """The cue index of an ordered sequence of `n_items` distinct pad indices."""
-        seq = tuple(int(k) for k in sequence)
-        if len(seq) != self.n_items or len(set(seq)) != len(seq):
-            raise ValueError(f"a cue sequence has {self.n_items} distinct pads; got {sequence!r}")
-        if not all(0 <= k < self.n_goals for k in seq):
-            raise ValueError(f"cue pads must be in [0, {self.n_goals}); got {sequence!r}")
-        return self._sequences.index(seq)
+        """The cue index of an ordered sequence of `n_items` distinct pads."""
+        return self._codes.cue_of(sequence)
 
     @property
     def sequence(self) -> tuple[int, ...]:
         """This episode's target pads in visiting order (privileged)."""
-        return self._sequences[self._cue]
+        return self._codes.sequences[self._cue]
 
     @property
     def progress(self) -> int:

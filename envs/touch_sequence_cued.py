@@ -61,7 +61,6 @@ episodes reached each count.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -71,9 +70,9 @@ from envs import experts, gl
 gl.setup()  # before robosuite is imported: it picks its GL backend then
 
 import numpy as np  # noqa: E402
-from robosuite.utils.mjcf_utils import new_body, new_geom  # noqa: E402
 
-from envs.cued_tasks import CUBE_HALF, CUE_SALT, GREEN, GREY, CuedTableEnv, _cube  # noqa: E402
+from envs.cued_tasks import CUBE_HALF, CUE_SALT, GREEN, GREY, CuedTableEnv, _cube, _pad_bodies  # noqa: E402
+from envs.ordered_cues import OrderedCues  # noqa: E402
 from envs.robosuite_tasks import DEFAULT_CAMERAS, RobosuiteTask  # noqa: E402
 
 N_CUBES, N_ITEMS = 4, 3  # default cube count and sequence length
@@ -90,28 +89,6 @@ def slot_centers(n_cubes: int, top: float) -> np.ndarray:
     """(n_cubes, 3) pad centres on the table top (world, m), slot 0 at -y."""
     y = (np.arange(n_cubes) - (n_cubes - 1) / 2) * SLOT_SPACING
     return np.stack([np.zeros(n_cubes), y, np.full(n_cubes, top)], axis=1)
-
-
-def _pad_bodies(centers: np.ndarray, half_x: float, half_y: float) -> list:
-    """Flat, visual-only rectangles on the table (no contacts), named as CuedTableEnv expects
-    (`pad{k}`, geom `pad{k}_vis`): one body per centre (3,). Longer in x (depth in agentview,
-    foreshortened) than in y, where the slots lie side by side."""
-    bodies = []
-    for k, c in enumerate(centers):
-        body = new_body(name=f"pad{k}", pos=(c[0], c[1], c[2] + 0.001))
-        body.append(
-            new_geom(
-                name=f"pad{k}_vis",
-                type="box",
-                size=(half_x, half_y, 0.001),
-                group=1,
-                rgba=GREY,
-                contype=0,
-                conaffinity=0,
-            )
-        )
-        bodies.append(body)
-    return bodies
 
 
 def _check_sizes(n_cubes: int, n_items: int, item_steps: int, delay_steps: int) -> None:
@@ -149,8 +126,8 @@ class TouchSequenceCued(CuedTableEnv):
         self.n_cubes, self.n_items, self.item_steps = int(n_cubes), int(n_items), int(item_steps)
         self.N_CHOICES = self.n_cubes  # one pad per cube (CuedTableEnv's `pad{i}_vis`)
         # Every ordered sequence; the cue is an index into this list.
-        self._sequences = list(itertools.permutations(range(self.n_cubes), self.n_items))
-        self.cues = len(self._sequences)
+        self._codes = OrderedCues(self.n_cubes, self.n_items, "cubes")
+        self.cues = len(self._codes)
         self.progress = 0  # items touched so far, in order
         self.failed = False  # a cube was touched out of order, or a non-target one
         super().__init__(
@@ -159,24 +136,17 @@ class TouchSequenceCued(CuedTableEnv):
 
     # --- cue ---
     def sequence_of(self, cue: int) -> tuple[int, ...]:
-        """The cube slots, in touching order, of cue index `cue`."""
-        if not 0 <= cue < self.cues:
-            raise ValueError(f"cue must be in [0, {self.cues}); got {cue!r}")
-        return self._sequences[cue]
+        """The cubes, in order, of cue index `cue`."""
+        return self._codes.sequence_of(cue)
 
     def cue_of(self, sequence: Sequence[int]) -> int:
-        """The cue index of an ordered sequence of `n_items` distinct cube slots."""
-        seq = tuple(int(k) for k in sequence)
-        if len(seq) != self.n_items or len(set(seq)) != len(seq):
-            raise ValueError(f"a cue sequence has {self.n_items} distinct cubes; got {sequence!r}")
-        if not all(0 <= k < self.n_cubes for k in seq):
-            raise ValueError(f"cue cubes must be in [0, {self.n_cubes}); got {sequence!r}")
-        return self._sequences.index(seq)
+        """The cue index of an ordered sequence of `n_items` distinct cubes."""
+        return self._codes.cue_of(sequence)
 
     @property
     def sequence(self) -> tuple[int, ...]:
         """This episode's cubes in touching order (privileged)."""
-        return self._sequences[self.cue]
+        return self._codes.sequences[self.cue]
 
     def configure_episode(self, seed: int, options: dict[str, Any]) -> None:
         """Called by the wrapper before each reset: the cue (an index or a sequence, forced, or
