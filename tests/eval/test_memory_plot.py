@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import envs
-from eval.memory_plot import plot_trace, trace_episode
+from eval.memory_plot import item_memory_map, plot_items, plot_trace, trace_episode
 from ttm_policy import PolicyConfig, TTMConfig, TTMPolicy
 
 STATS = {
@@ -49,3 +49,59 @@ def test_trace_needs_a_ttm_with_memory():
     env = gym.make(envs.task_id("PointCue"))
     with pytest.raises(ValueError, match="TTM core with memory"):
         trace_episode(tiny_policy("ttm-memoryless"), env, seed=0)
+
+
+def test_items_of_a_sequence_cue_episode_map_to_memory_slots(tmp_path):
+    env = gym.make(envs.task_id("SequenceCue"), image_size=48)
+    tr = trace_episode(tiny_policy(), env, seed=3, options={"cue": 7})
+    seq = env.unwrapped.sequence_of(7)
+    s = env.unwrapped.item_steps
+    assert tr["cue_windows"] == [(i * s, (i + 1) * s, f"item {i} = {k}") for i, k in enumerate(seq)]
+    assert tr["moving_from"] == env.unwrapped.cue_steps + env.unwrapped.delay_steps
+    assert tr["progress"].shape == (len(tr["read"]),) and tr["progress"].min() >= 0
+    maps = item_memory_map(tr)
+    assert maps["written"].shape == maps["read"].shape == (3, 8)
+    assert ((maps["written"] >= -1e-6) & (maps["written"] <= 1 + 1e-6)).all()
+    # an untrained policy completes no item: it heads for item 0 while it moves, never later
+    assert not np.isnan(maps["read"][0]).any() and np.isnan(maps["read"][1:]).all()
+    png = plot_items(tr, tmp_path / "items.png")
+    assert png.stat().st_size > 10_000
+
+
+def test_item_memory_map_averages_over_each_items_steps():
+    M, R, N, T = 2, 1, 1, 6
+    write = np.zeros((T, M, M + R + N))
+    write[:, :, 0] = 1.0  # every slot copies memory slot 0 ...
+    write[1, 0] = [0.0, 0.0, 0.0, 1.0]  # ... except slot 0 at step 1, taken from the input
+    read = np.zeros((T, R, M + N))
+    read[:, 0, 1] = 1.0  # every read looks at memory slot 1 ...
+    read[5, 0] = [0.5, 0.0, 0.5]  # ... except at step 5, half on slot 0, half on the input
+    tr = {
+        "segments": {"memory": M, "outputs": R, "inputs": N},
+        "write": write,
+        "read": read,
+        "cue_windows": [(0, 2, "item 0"), (2, 3, "item 1")],
+        "moving_from": 3,
+        "progress": np.array([0, 0, 0, 0, 1, 1]),  # item 0 done at step 4
+    }
+    maps = item_memory_map(tr)
+    np.testing.assert_allclose(maps["written"], [[0.5, 0.0], [0.0, 0.0]])
+    # heading for item 0 at steps 3, 4; for item 1 at step 5 (one item done before it)
+    np.testing.assert_allclose(maps["read"], [[0.0, 1.0], [0.5, 0.0]])
+
+
+def test_cli_runs_the_checkpoints_env_for_each_cue(tmp_path):
+    import json
+
+    from eval.memory_plot import Args, make_env
+
+    policy = tiny_policy()
+    ckpt = tmp_path / "ckpt"
+    policy.save_pretrained(ckpt)
+    (ckpt / "env_args.json").write_text(
+        json.dumps({"env_name": "ttm/SequenceCue-v0", "type": 2, "env_kwargs": {"delay_steps": 3}})
+    )
+    env = make_env(Args(checkpoint=ckpt))
+    assert env.unwrapped.delay_steps == 3  # the checkpoint's env, not the task's defaults
+    with pytest.raises(SystemExit, match="env_args.json: missing"):
+        make_env(Args(checkpoint=tmp_path))
