@@ -273,7 +273,7 @@ def collect(args: Args) -> dict[str, Any]:
             ctx = mp.get_context("spawn")
             pool = ctx.Pool(args.workers, _worker_init, (env_id, env_kwargs, args.noise))
             episodes = pool.imap(_worker_run, jobs)  # results come back in episode order
-        bar = tqdm(total=args.episodes, desc=f"collect {args.task}", unit="ep", disable=None)
+        bar = tqdm(total=args.episodes, desc=f"collect {args.task}", unit="ep")
         for ep in episodes:
             if _stop_signal:
                 raise Interrupted(signal.Signals(_stop_signal).name)

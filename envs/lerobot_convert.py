@@ -362,7 +362,7 @@ def lerobot_to_hdf5(root: str | Path, out: str | Path, *, overwrite: bool = Fals
                 "tasks": [reader.tasks[i] for i in sorted(reader.tasks)],
             }
             w.data.attrs["lerobot"] = json.dumps(lerobot_attr)
-            bar = tqdm(range(reader.num_episodes), desc="lerobot -> hdf5", unit="ep", disable=None)
+            bar = tqdm(range(reader.num_episodes), desc="lerobot -> hdf5", unit="ep")
             for e in bar:
                 ep = reader.episode(e)
                 n = len(ep[ACTION])
@@ -604,7 +604,7 @@ def hdf5_to_lerobot(
         )
         demos_meta = []
         frames = 0
-        for e, name in enumerate(tqdm(names, desc="hdf5 -> lerobot", unit="ep", disable=None)):
+        for e, name in enumerate(tqdm(names, desc="hdf5 -> lerobot", unit="ep")):
             demo = read_demo(f, name)
             n = len(demo["actions"])
             task_index = (
