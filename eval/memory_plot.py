@@ -61,7 +61,9 @@ def trace_episode(
 ) -> dict[str, Any]:
     """Run one episode with `policy.select_action`, recording the TTM's weights each step.
 
-    Returns read (T, R, M+N), write (T, M, M+R+N), memory_norm (T, M), success (bool), token
+    Returns read (T, R, M+N), write (T, M, M+R+N), memory_norm (T, M), keep (T, M) (the
+    write gate's share of the old memory per slot, mean over channels; zeros without a gate),
+    success (bool), token
     labels, the cue windows (`cue_windows`), the step from which actions move the robot
     (`moving_from`: after the cue and the delay; 0 for a task without them) and `progress`
     (T,): the env's `info["progress"]` after each step (items done in order), -1 where the
@@ -86,6 +88,12 @@ def trace_episode(
                 "read": w["read"][0].float().cpu().numpy(),
                 "write": w["write"][0].float().cpu().numpy(),
                 "memory_norm": new_memory[0].norm(dim=-1).float().cpu().numpy(),
+                # the write gate's share of the old memory per slot (0: no gate, all rewritten)
+                "keep": (
+                    w["keep"][0].mean(-1).float().cpu().numpy()
+                    if w.get("keep") is not None
+                    else np.zeros(new_memory.shape[1], np.float32)
+                ),
             }
         )
         return out, new_memory
@@ -119,6 +127,7 @@ def trace_episode(
         "read": np.stack([r["read"] for r in records]),  # (T, R, M+N)
         "write": np.stack([r["write"] for r in records]),  # (T, M, M+R+N)
         "memory_norm": np.stack([r["memory_norm"] for r in records]),  # (T, M)
+        "keep": np.stack([r["keep"] for r in records]),  # (T, M)
         "success": success,
         "segments": {"memory": M, "outputs": R, "inputs": len(inputs)},
         "input_labels": inputs,
@@ -132,7 +141,8 @@ def item_memory_map(trace: dict) -> dict[str, np.ndarray]:
     """Where each cued item goes in memory: `written` and `read`, (items, M) each.
 
     written[i, j]: over the steps showing item i, the mean share of memory slot j that is new
-    (taken from that step's read outputs and input tokens, not copied from the old memory).
+    (taken from that step's read outputs and input tokens, not copied from the old memory; with
+    the write gate, the part the gate lets through, averaged over channels).
     read[i, j]: over the steps after the hold in which the policy heads for item i (i items
     done so far; every moving step for a task that reports no progress), the mean read weight
     on slot j, summed over the R reads. A row with no such step is NaN.
@@ -141,6 +151,8 @@ def item_memory_map(trace: dict) -> dict[str, np.ndarray]:
     write, read = trace["write"], trace["read"]
     T = len(read)
     new_share = 1.0 - write[:, :, :M].sum(-1)  # (T, M)
+    if "keep" in trace:  # a gated write keeps `keep` of the old memory before it mixes
+        new_share = new_share * (1.0 - trace["keep"])
     on_memory = read[:, :, :M].sum(1)  # (T, M)
     progress = np.where(trace["progress"] < 0, 0, trace["progress"])
     # the policy heads for item k at step t when k items were done before it

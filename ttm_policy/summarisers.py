@@ -145,5 +145,9 @@ class GatedWrite(nn.Module):
         nn.init.constant_(self.gate.bias, bias)
 
     def forward(self, memory: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:
+        return self.mix(memory, summary)[0]
+
+    def mix(self, memory: torch.Tensor, summary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(memory', g): the gated memory and the gate, (B, M, D) each (g = 1 keeps the old)."""
         g = torch.sigmoid(self.gate(self.norm(torch.cat([memory, summary], dim=-1))))  # (B, M, D)
-        return g * memory + (1 - g) * summary
+        return g * memory + (1 - g) * summary, g

@@ -226,7 +226,8 @@ class TokenTuringMachine(nn.Module):
         """One step, also returning the read/write summariser weights for introspection.
 
         tokens (B, N, D), memory (B, M, D) -> out (B, R, D), memory (B, M, D), weights with
-        `read` (B, R, M+N) and `write` (B, M, M+R+N) (or (B, R, M) selections for add-erase).
+        `read` (B, R, M+N) and `write` (B, M, M+R+N) (or (B, R, M) selections for add-erase),
+        and with `write_gate` also `keep` (B, M, D), the gate's share of the old memory.
         """
         self._check(tokens, memory)
         N = tokens.shape[1]
@@ -262,7 +263,8 @@ class TokenTuringMachine(nn.Module):
                 )  # (B, M+R+N, D)
                 new_memory, write_w = self.write(write_in)  # (B, M, D)
                 if self.cfg.write_gate:
-                    new_memory = self.write_gate(memory, new_memory)  # (B, M, D)
+                    new_memory, keep = self.write_gate.mix(memory, new_memory)  # (B, M, D) each
+                    return out, new_memory, {"read": read_w, "write": write_w, "keep": keep}
         return out, new_memory, {"read": read_w, "write": write_w}
 
     def step(self, tokens: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ STATS = {
 }
 
 
-def tiny_policy(core: str = "ttm") -> TTMPolicy:
+def tiny_policy(core: str = "ttm", write_gate: bool = False) -> TTMPolicy:
     cfg = PolicyConfig(
         obs_keys=("agentview_image", "robot0_eef_pos"),
         image_size=48,
@@ -24,7 +24,15 @@ def tiny_policy(core: str = "ttm") -> TTMPolicy:
         dim=32,
         tokens_per_camera=4,
         conv_channels=(8, 8, 16, 16),
-        ttm=TTMConfig(dim=32, memory_tokens=8, read_tokens=4, layers=1, heads=4, mlp_dim=64),
+        ttm=TTMConfig(
+            dim=32,
+            memory_tokens=8,
+            read_tokens=4,
+            layers=1,
+            heads=4,
+            mlp_dim=64,
+            write_gate=write_gate,
+        ),
         core=core,
     )
     return TTMPolicy(cfg, STATS)
@@ -105,3 +113,18 @@ def test_cli_runs_the_checkpoints_env_for_each_cue(tmp_path):
     assert env.unwrapped.delay_steps == 3  # the checkpoint's env, not the task's defaults
     with pytest.raises(SystemExit, match="env_args.json: missing"):
         make_env(Args(checkpoint=tmp_path))
+
+
+def test_a_gated_write_counts_only_what_the_gate_lets_through():
+    env = gym.make(envs.task_id("SequenceCue"), image_size=48)
+    tr = trace_episode(tiny_policy(write_gate=True), env, seed=0, options={"cue": 0})
+    keep = tr["keep"]
+    assert keep.shape == tr["memory_norm"].shape and ((keep > 0) & (keep < 1)).all()
+    ungated = item_memory_map({**tr, "keep": np.zeros_like(keep)})["written"]
+    gated = item_memory_map(tr)["written"]
+    for i, (t0, t1, _) in enumerate(tr["cue_windows"]):
+        want = ((1 - tr["write"][t0:t1, :, :8].sum(-1)) * (1 - keep[t0:t1])).mean(0)
+        np.testing.assert_allclose(gated[i], want, rtol=1e-6)
+    assert (gated < ungated).all()
+    ungated_trace = trace_episode(tiny_policy(), env, seed=0, options={"cue": 0})
+    assert (ungated_trace["keep"] == 0).all()
