@@ -341,6 +341,9 @@ def build_data(cfg: TrainConfig, main_rank: bool) -> Data:
                 file=sys.stderr,
             )
     demos = _one_demos(parts)
+    notice = memory_beyond_chunk(demos.env_args, demos.lengths, cfg.chunk, demos.path)
+    if notice and main_rank:
+        print(notice, file=sys.stderr)
     where = demos.path
     for k in obs_keys:
         if is_image_key(k) and demos.obs_shapes[k][0] != demos.obs_shapes[k][1]:
@@ -384,6 +387,25 @@ def build_data(cfg: TrainConfig, main_rank: bool) -> Data:
         valid_demos = _one_demos(valid_parts, like=demos)
         valid_set = make_dataset(replace(data_cfg, split="valid"), valid_demos)
     return Data(obs_keys, demos, dataset, valid_set, model_cfg)
+
+
+def memory_beyond_chunk(
+    env_args: dict[str, Any], lengths: Any, chunk: int, where: str
+) -> str | None:
+    """The notice `ttm-train` prints when a memory task's episodes (its env_kwargs have a
+    `delay_steps`) are longer than the `--chunk` pieces the gradient is cut into: a decision
+    more than `chunk` steps after the cue cannot teach the memory to keep it. None otherwise."""
+    kwargs = env_args.get("env_kwargs") or {}
+    longest = int(max(lengths)) if len(lengths) else 0
+    if not chunk or "delay_steps" not in kwargs or longest <= chunk:
+        return None
+    return (
+        f"ttm-train: {where}: a memory task (delay_steps={kwargs['delay_steps']}) whose "
+        f"episodes run up to {longest} steps, trained in --chunk {chunk} pieces: the gradient "
+        f"is cut every {chunk} steps, so an action that depends on the cue and comes more than "
+        f"{chunk} steps after it cannot teach the memory to keep the cue (PlaceCued at delay "
+        "30: docs/results.md). --chunk 0 trains whole episodes, at a higher cost per step."
+    )
 
 
 def build_model(

@@ -210,10 +210,11 @@ def test_loss_falls(demos, tmp_path):
     assert np.mean(losses[-2:]) < 0.8 * losses[0], losses
 
 
-def test_pieces_as_long_as_the_episodes_train_exactly_as_whole_episodes(demos, tmp_path):
+def test_pieces_as_long_as_the_episodes_train_exactly_as_whole_episodes(demos, tmp_path, capsys):
     """--chunk at least the longest episode (PointCue's are under 30 steps) gives the very
     batches and weights of whole-episode training (--chunk 0): the default recipe's results on
-    short tasks do not depend on it."""
+    short tasks do not depend on it. Shorter pieces of a memory task's episodes are trained,
+    with a notice that the gradient no longer spans the episode."""
     runs = {}
     for chunk in (0, 32):
         cfg = TrainConfig(
@@ -224,9 +225,12 @@ def test_pieces_as_long_as_the_episodes_train_exactly_as_whole_episodes(demos, t
         runs[chunk] = weights(cfg.out)
     for k in runs[0]:
         torch.testing.assert_close(runs[0][k], runs[32][k], atol=0, rtol=0, msg=k)
+    assert "cannot teach the memory" not in capsys.readouterr().err
     cut = TrainConfig(dataset=demos, out=tmp_path / "8", chunk=8, steps=6, batch_size=4,
                       warmup=2, save_every=6, valid_every=0, threads=1)  # fmt: skip
     train(tiny(cut))
+    err = capsys.readouterr().err
+    assert "a memory task (delay_steps=10)" in err and "--chunk 8 pieces" in err, err
     assert any(not torch.equal(runs[0][k], w) for k, w in weights(cut.out).items())
     state = json.loads((cut.out / "checkpoints" / "6" / "trainer_state.json").read_text())
     assert state["stream_memory"] == "Tensor"  # the lanes' TTM memory, for a resume
