@@ -263,7 +263,7 @@ def collect(args: Args) -> dict[str, Any]:
 
     tried = kept = successes = steps = 0
     start = time.perf_counter()
-    pool = writer = None
+    pool = writer = bar = None
     try:
         writer = DemoWriter(tmp, env_args)
         if args.workers == 1:
@@ -296,6 +296,8 @@ def collect(args: Args) -> dict[str, Any]:
         train, valid = writer.finish(args.valid_fraction, args.seed)
         os.replace(tmp, args.out)  # atomic: the output name only ever holds a whole file
     finally:
+        if bar is not None:
+            bar.close()  # ends the bar's line, so an error printed after it has its own
         if writer is not None:
             writer.close()
         if pool is not None:
