@@ -7,8 +7,8 @@ and can finish a sequence at most 1 time in 6.
 
 The quickstart's recipe (the `cpu` preset) at 1000 steps, 200 expert demonstrations at 32 px,
 50 seeded rollouts. Calibrated with training seeds 0, 1, 2 (two to three jobs on the 2 cores):
-TTM success 44%, 56%, 38%, first pad right 100%, 90%, 100%; memory-less TTM success 0%, 0%,
-first pad right 40%, 34%. About 280-350 s for the TTM and 220-240 s for the memory-less TTM,
+TTM success 44%, 56%, 38%, first pad right 100%, 90%, 100%; memory-less TTM success 0% each,
+first pad right 40%, 34%, 40%. About 280-350 s for the TTM and 220-240 s for the memory-less TTM,
 collection and rollouts included. At 500 steps the TTM's first pad was right in only 48-100%
 of episodes (success 10-28%), too unsteady for a test.
 """
