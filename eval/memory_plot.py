@@ -63,8 +63,7 @@ def trace_episode(
 
     Returns read (T, R, M+N), write (T, M, M+R+N), memory_norm (T, M), keep (T, M) (the
     write gate's share of the old memory per slot, mean over channels; zeros without a gate),
-    success (bool), token
-    labels, the cue windows (`cue_windows`), the step from which actions move the robot
+    success (bool), token labels, the cue windows (`cue_windows`), the step from which actions move the robot
     (`moving_from`: after the cue and the delay; 0 for a task without them) and `progress`
     (T,): the env's `info["progress"]` after each step (items done in order), -1 where the
     env reports none. The policy's core must be a TTM with memory and a weighted-sum

@@ -268,15 +268,13 @@ def run(cfg: QuickstartConfig) -> dict:
         _stage("5/5 memory introspection and report")
         policy = TTMPolicy.from_pretrained(last)
         env = make_from_env_args(json.loads((last / "env_args.json").read_text()))
-        u = env.unwrapped
-        shade = (0, u.cue_steps) if hasattr(u, "cue_steps") else None
         for cue in (0, 1):
             tr = trace_episode(policy, env, seed=cfg.seed, options={"cue": cue})
             files[f"memory_plot_cue{cue}"] = str(
                 plot_trace(
                     tr,
                     intro_dir / f"memory_cue{cue}.png",
-                    shade,
+                    tr["cue_windows"] or None,
                     title=f"{cfg.task}, cue {cue} (shaded: cue visible), success={tr['success']}",
                 )
             )
