@@ -1,8 +1,11 @@
-"""`ttm-convert`: LeRobotDataset v3 <-> our robomimic-layout HDF5 (envs/hdf5.py).
+"""`ttm-convert`: LeRobotDataset v3 <-> our robomimic-layout HDF5 (envs/hdf5.py), and a
+LeRobot checkpoint of the TTM plugin -> our checkpoint (ttm_policy/lerobot_checkpoint.py).
 
     ttm-convert lerobot-to-hdf5 --root data/mw_reach_lr --out data/mw_reach.hdf5
     ttm-convert hdf5-to-lerobot --path data/mw_reach.hdf5 --root data/mw_reach_lr \
         --repo-id local/mw_reach [--images video|image] [--dtype float32|float64]
+    ttm-convert lerobot-policy --path outputs/train/checkpoints/last/pretrained_model \
+        --out runs/from_lerobot [--rename observation.image=corner2_image] [--dataset demos.hdf5]
 
 The key mapping, image layout, fps and names are in docs/lerobot.md; in short:
 
@@ -696,24 +699,90 @@ class ToLeRobot:
     """replace an existing output directory"""
 
 
+@dataclasses.dataclass
+class PolicyToOurs:
+    """Convert a checkpoint of LeRobot's `ttm` policy type (lerobot-train with the plugin) into
+    our checkpoint, for ttm-eval, ttm-export and the runtime (no LeRobot needed)."""
+
+    path: Path
+    """LeRobot's pretrained_model directory (config.json, model.safetensors, processor files)"""
+    out: Path
+    """output checkpoint directory"""
+    rename: tuple[str, ...] = ()
+    """LeRobot feature -> our observation key, FEATURE=KEY, e.g. observation.image=corner2_image
+    (default: observation.image -> observation_image, the plugin's names)"""
+    dataset: Path | None = None
+    """the demonstrations (HDF5, or a LeRobot dataset root written by hdf5-to-lerobot): their
+    env_args go beside the checkpoint, so ttm-eval re-creates the env"""
+    overwrite: bool = False
+    """replace an existing output directory"""
+
+
+def _pairs(items: tuple[str, ...], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            raise ConvertError(f"{flag} {item!r}: write OLD=NEW")
+        out[old] = new
+    return out
+
+
+def dataset_env_args(path: Path) -> dict[str, Any]:
+    """env_args of an HDF5 file, or of a LeRobot dataset root written by hdf5-to-lerobot."""
+    if path.is_dir():
+        meta = path / ROBOMIMIC_META
+        if not meta.is_file():
+            raise ConvertError(f"{path}: no {ROBOMIMIC_META} (not written by hdf5-to-lerobot)")
+        return _read_json(meta)["env_args"]
+    if not path.is_file():
+        raise ConvertError(f"{path}: no such file or directory")
+    try:
+        with h5py.File(path, "r") as f:
+            return read_env_args(f)
+    except (OSError, ValueError) as e:
+        raise ConvertError(f"{path}: no env_args to read ({e})") from e
+
+
+def policy_to_ours(cmd: PolicyToOurs) -> dict[str, Any]:
+    from ttm_policy.checkpoint import CheckpointError
+    from ttm_policy.lerobot_checkpoint import lerobot_to_checkpoint
+
+    if cmd.out.exists() and not cmd.overwrite:
+        raise ConvertError(f"{cmd.out} exists; pass --overwrite to replace it")
+    env_args = dataset_env_args(cmd.dataset) if cmd.dataset is not None else None
+    try:
+        out = lerobot_to_checkpoint(
+            cmd.path, cmd.out, rename=_pairs(cmd.rename, "--rename"), env_args=env_args
+        )
+    except CheckpointError as e:
+        raise ConvertError(str(e)) from e
+    cfg = json.loads((out / "config.json").read_text())["policy"]
+    return {"checkpoint": str(out), "obs_keys": cfg["obs_keys"], "env_args": env_args is not None}
+
+
+SUBCOMMANDS = {
+    "lerobot-to-hdf5": ToHDF5,
+    "hdf5-to-lerobot": ToLeRobot,
+    "lerobot-policy": PolicyToOurs,
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     import tyro
 
     cmd = tyro.extras.subcommand_cli_from_dict(
-        {"lerobot-to-hdf5": ToHDF5, "hdf5-to-lerobot": ToLeRobot},
+        SUBCOMMANDS,
         args=argv,
         description=__doc__.split("\n")[0],
     )
     try:
         if isinstance(cmd, ToHDF5):
             s = lerobot_to_hdf5(cmd.root, cmd.out, overwrite=cmd.overwrite)
+        elif isinstance(cmd, PolicyToOurs):
+            s = policy_to_ours(cmd)
         else:
-            rename = {}
-            for item in cmd.rename:
-                old, sep, new = item.partition("=")
-                if not sep or not old or not new:
-                    raise ConvertError(f"--rename {item!r}: write OLD=NEW")
-                rename[old] = new
+            rename = _pairs(cmd.rename, "--rename")
             s = hdf5_to_lerobot(
                 cmd.path,
                 cmd.root,

@@ -32,6 +32,15 @@ this choice here.
 Episodes end at the first successful step (`terminate_on_success`, as for the robosuite
 tasks; the reward is 1.0 there, else 0.0) or are truncated at `horizon` (Meta-World's 500).
 
+Views. `view="ttm"` (default) is the above. `view="lerobot"` is the observation LeRobot 0.4.4's
+`MetaworldEnv` gives a policy, as the TTM LeRobot plugin sees it (docs/lerobot.md): camera
+corner2 moved where LeRobot puts it (LEROBOT_CAMERA_POS), rendered at 480x480 with
+Meta-World's settings, upright, then area-averaged to `image_size` exactly as the plugin
+resizes it (`ttm_policy.lerobot_checkpoint.area_resize`), and `agent_pos` (4,), Meta-World's
+observation [0:4] (hand xyz, finger opening), LeRobot's state; the keys above are there too.
+A policy trained through `lerobot-train` and converted by `ttm-convert lerobot-policy` meets
+the same pixels and state in this env as in `lerobot-eval`. `image_size` must be square there.
+
 Cameras: Meta-World's scene has topview, corner, corner2, corner3, corner4, behindGripper and
 gripperPOV. The corner cameras' image "up" axis points down in the world (z of -0.5..-1), so
 MuJoCo renders them upside down; such a camera's frame is rotated by 180 degrees (not
@@ -63,6 +72,9 @@ DEFAULT_CAMERAS = ("corner", "behindGripper")
 CAMERAS = ("topview", "corner", "corner2", "corner3", "corner4", "behindGripper", "gripperPOV")
 LAYOUTS = ("seeded", "mt1")
 RENDER_QUALITIES = ("fast", "metaworld")
+VIEWS = ("ttm", "lerobot")
+# LeRobot 0.4.4's MetaworldEnv (lerobot/envs/metaworld.py): camera corner2 moved here, 480 px.
+LEROBOT_CAMERA, LEROBOT_CAMERA_POS, LEROBOT_RENDER_SIZE = "corner2", (0.75, 0.075, 0.7), 480
 MAX_PATH_LENGTH = 500  # Meta-World's episode limit
 FINGER_JOINTS = ("r_close", "l_close")
 INSTALL_HINT = (
@@ -104,16 +116,30 @@ class MetaWorldTask(gym.Env):
     def __init__(
         self,
         *,
-        cameras: Sequence[str] = DEFAULT_CAMERAS,  # () turns images (and the renderer) off
+        cameras: Sequence[str] | None = None,  # None: the view's; () turns images off
         image_size: int | Sequence[int] = 64,  # side, or (height, width)
         horizon: int | None = None,  # steps before truncation; None = 500 (Meta-World's)
         layouts: str = "seeded",  # "seeded" or "mt1" (see the module docstring)
-        render_quality: str = "fast",  # "fast" (no shadows/MSAA/reflections) or "metaworld"
+        render_quality: str | None = None,  # "fast" or "metaworld"; None: the view's
         terminate_on_success: bool = True,  # end the episode at the first successful step
+        view: str = "ttm",  # "ttm" or "lerobot" (see the module docstring)
         render_mode: str | None = None,
     ):
         if not self.TASK:
             raise TypeError("MetaWorldTask is abstract: use a task subclass such as MWReachEnv")
+        if view not in VIEWS:
+            raise ValueError(f"view={view!r}; expected one of {VIEWS}")
+        self.view = view
+        if view == "lerobot":
+            if cameras is not None and tuple(cameras) != (LEROBOT_CAMERA,):
+                raise ValueError(f"view='lerobot' has one camera, {LEROBOT_CAMERA}; got {cameras}")
+            if render_quality not in (None, "metaworld"):
+                raise ValueError(
+                    "view='lerobot' renders as Meta-World does: render_quality='metaworld'"
+                )
+            cameras, render_quality = (LEROBOT_CAMERA,), "metaworld"
+        cameras = DEFAULT_CAMERAS if cameras is None else cameras
+        render_quality = "fast" if render_quality is None else render_quality
         if isinstance(cameras, str):
             cameras = (cameras,)
         self.cameras = tuple(cameras)
@@ -129,6 +155,8 @@ class MetaWorldTask(gym.Env):
                 f"image_size={image_size!r}; expected a positive int or (height, width)"
             )
         self.image_hw = (int(hw[0]), int(hw[1]))
+        if view == "lerobot" and self.image_hw[0] != self.image_hw[1]:
+            raise ValueError(f"view='lerobot' resizes to a square; got image_size={image_size!r}")
         self.horizon = int(MAX_PATH_LENGTH if horizon is None else horizon)
         if self.horizon < 1:
             raise ValueError(f"horizon must be positive; got {horizon}")
@@ -151,6 +179,8 @@ class MetaWorldTask(gym.Env):
         self.mw._partially_observable = False
         self.mw.__dict__.pop("sawyer_observation_space", None)  # a cached_property: recompute
         model = self.mw.model
+        if view == "lerobot":
+            model.cam_pos[model.camera(LEROBOT_CAMERA).id] = LEROBOT_CAMERA_POS
         self._fingers = [model.joint(j).qposadr[0] for j in FINGER_JOINTS]
         self._layout_size = int(self.mw._random_reset_space.low.size)
         self._layout: np.ndarray | None = None  # this episode's rand_vec
@@ -168,6 +198,8 @@ class MetaWorldTask(gym.Env):
         spaces["robot0_eef_pos"] = gym.spaces.Box(-np.inf, np.inf, (3,), np.float64)
         spaces["robot0_gripper_qpos"] = gym.spaces.Box(-np.inf, np.inf, (2,), np.float64)
         spaces["object"] = gym.spaces.Box(-np.inf, np.inf, (39,), np.float64)
+        if view == "lerobot":
+            spaces["agent_pos"] = gym.spaces.Box(-np.inf, np.inf, (4,), np.float64)
         self.observation_space = gym.spaces.Dict(spaces)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
 
@@ -175,6 +207,8 @@ class MetaWorldTask(gym.Env):
     def _make_renderer(self) -> None:
         model, data = self.mw.model, self.mw.data
         h, w = self.image_hw
+        if self.view == "lerobot":  # rendered as LeRobot does, then area-resized (_render)
+            h = w = LEROBOT_RENDER_SIZE
         if self.render_quality == "fast":
             model.vis.quality.shadowsize = 0  # no shadow map (a 4096^2 depth pass per frame)
             model.vis.quality.offsamples = 0  # no multisampled offscreen buffer
@@ -195,7 +229,15 @@ class MetaWorldTask(gym.Env):
         assert self._renderer is not None
         self._renderer.update_scene(self.mw.data, camera=camera)
         img = self._renderer.render()  # rows top to bottom (mujoco.Renderer flips GL's)
-        return np.ascontiguousarray(img[::-1, ::-1]) if self._upside_down[camera] else img
+        img = np.ascontiguousarray(img[::-1, ::-1]) if self._upside_down[camera] else img
+        if self.view == "lerobot" and img.shape[:2] != self.image_hw:
+            import torch
+
+            from ttm_policy.lerobot_checkpoint import area_resize
+
+            x = torch.from_numpy(img).permute(2, 0, 1).float() / 255  # LeRobot's float CHW
+            img = area_resize(x[None], self.image_hw[0])[0].numpy()
+        return img
 
     def render(self) -> np.ndarray | None:
         """rgb_array: the first camera (or corner) at `image_size`, upright."""
@@ -210,6 +252,8 @@ class MetaWorldTask(gym.Env):
         obs["robot0_eef_pos"] = self._obs39[:3].copy()
         obs["robot0_gripper_qpos"] = self.mw.data.qpos[self._fingers].astype(np.float64)
         obs["object"] = self._obs39.copy()
+        if self.view == "lerobot":
+            obs["agent_pos"] = self._obs39[:4].copy()  # LeRobot's state: hand xyz, gripper
         return obs
 
     def get_obs(self) -> dict[str, np.ndarray]:
@@ -349,6 +393,7 @@ class MetaWorldTask(gym.Env):
                 "layouts": self.layouts,
                 "render_quality": self.render_quality,
                 "terminate_on_success": self.terminate_on_success,
+                **({"view": self.view} if self.view != "ttm" else {}),
             },
         }
 

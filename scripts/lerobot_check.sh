@@ -2,7 +2,9 @@
 # The LeRobot check (issue: LeRobot datasets and --policy.type=ttm): build the LeRobot venv,
 # record Meta-World demonstrations with our expert, convert them with ttm-convert, train a tiny
 # TTM with `lerobot-train --policy.type=ttm`, evaluate it with `lerobot-eval` in LeRobot's own
-# Meta-World env, and write what it measured to $OUT/summary.json. Figures: docs/lerobot.md.
+# Meta-World env, then convert the same checkpoint to ours (`ttm-convert lerobot-policy`) and
+# evaluate it with `ttm-eval` in our Meta-World env's LeRobot view, and write what it measured
+# to $OUT/summary.json. Figures: docs/lerobot.md.
 #
 #   bash scripts/lerobot_check.sh                       # defaults below
 #   TASK=reach EPISODES=30 STEPS=1000 bash scripts/lerobot_check.sh
@@ -85,19 +87,36 @@ rm -rf "$OUT/eval"
     --eval.batch_size=1 --policy.device=cpu --seed=1000 --output_dir="$OUT/eval"
 eval_s=$(($(now) - t))
 
-"$LR/python" - "$OUT" "$convert_s" "$train_s" "$eval_s" <<'EOF'
+# 6. The same checkpoint in ttm-eval: converted to our checkpoint format (no LeRobot needed),
+#    in our Meta-World env's LeRobot view (the env_args of the demos: corner2 moved, 480 px,
+#    Meta-World's rendering, area-resized as the plugin resizes, agent_pos), other layouts than
+#    the demos' (seed 1000).
+t=$(now)
+.venv/bin/ttm-convert lerobot-policy --path "$OUT/train/checkpoints/last/pretrained_model" \
+    --out "$OUT/ours" --overwrite --dataset "$OUT/demos.hdf5" \
+    --rename observation.image=corner2_image observation.state=agent_pos
+.venv/bin/ttm-eval --checkpoint "$OUT/ours" --episodes "$EVAL_EPISODES" --seed 1000 \
+    --out "$OUT/ours_eval"
+ours_s=$(($(now) - t))
+
+"$LR/python" - "$OUT" "$convert_s" "$train_s" "$eval_s" "$ours_s" <<'EOF'
 import json, subprocess, sys
 from pathlib import Path
 
-out, convert_s, train_s, eval_s = Path(sys.argv[1]), *map(int, sys.argv[2:])
+out, convert_s, train_s, eval_s, ours_s = Path(sys.argv[1]), *map(int, sys.argv[2:])
 info = json.loads((out / "eval/eval_info.json").read_text())
 overall = info.get("overall", info.get("aggregated", {}))
+ours = json.loads((out / "ours_eval/eval.json").read_text())
 du = lambda p: int(subprocess.run(["du", "-sm", str(p)], capture_output=True, text=True).stdout.split()[0])
 summary = {
     "convert_s": convert_s,
     "train_s": train_s,
     "eval_s": eval_s,
     "eval": overall,
+    "ttm_eval_s": ours_s,
+    "ttm_eval_same_checkpoint": {
+        k: ours[k] for k in ("success_rate", "successes", "episodes_run", "ci95_wilson") if k in ours
+    },
     "dataset_mb": du(out / "dataset"),
     "lerobot_venv_mb": du(Path(sys.executable).parents[1]),
 }

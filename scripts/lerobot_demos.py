@@ -3,13 +3,13 @@ scripts/lerobot_check.sh (run with the main venv, which has Meta-World 3.1.1):
 
     python scripts/lerobot_demos.py --task drawer-close --episodes 20 --out demos.hdf5
 
-Our env (`ttm/MW-<task>-v0`) and scripted expert (`envs.collect.run_episode`) and our writer,
-with the observation LeRobot 0.4.4's `MetaworldEnv` gives a policy, so that a policy trained on
-these demos through `lerobot-train` meets the same images in `lerobot-eval`:
-- camera corner2 moved where LeRobot puts it (cam_pos [0.75, 0.075, 0.7]), Meta-World's own
-  render settings, 480x480, upright (LeRobot flips corner2 by 180 degrees, as we do), then
-  area-averaged to `--image-size` exactly as the TTM plugin resizes LeRobot's 480x480 frames;
-- `agent_pos` = Meta-World's observation [0:4] (hand xyz, gripper opening), LeRobot's state.
+Our env (`ttm/MW-<task>-v0`) in its LeRobot view (`view="lerobot"`, envs/metaworld_tasks.py:
+camera corner2 where LeRobot 0.4.4's `MetaworldEnv` puts it, 480x480 with Meta-World's render
+settings, area-averaged to `--image-size` as the TTM plugin resizes LeRobot's frames, and
+`agent_pos`, LeRobot's 4-D state), our scripted expert (`envs.collect.run_episode`) and our
+writer. The file keeps the two observations LeRobot's env gives (`corner2_image`, `agent_pos`)
+and the env_args of that view, so `ttm-eval` re-creates it for a checkpoint converted from
+LeRobot (`ttm-convert lerobot-policy --dataset`).
 """
 
 from __future__ import annotations
@@ -18,25 +18,13 @@ import argparse
 import time
 
 import gymnasium as gym
-import numpy as np
-import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 import envs
-from envs import gl
 from envs.collect import episode_seed, run_episode
 from envs.hdf5 import DemoWriter
 
-LEROBOT_CORNER2_POS = (0.75, 0.075, 0.7)  # lerobot/envs/metaworld.py, MetaworldEnv._make_envs_task
-LEROBOT_SIZE = 480  # MetaworldEnv's observation_width / observation_height
-
-
-def area_resize(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (N, H, W, 3) -> uint8 (N, size, size, 3): the plugin's resize (TTMPolicy._images)."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0  # LeRobot's [0, 1] CHW
-    x = F.interpolate(x, size=(size, size), mode="area")
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+KEYS = ("corner2_image", "agent_pos")  # what LeRobot's env gives a policy
 
 
 def main() -> None:
@@ -48,33 +36,17 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     a = p.parse_args()
-    gl.setup()
-    env = gym.make(
-        envs.task_id(f"MW-{a.task}"),
-        cameras=("corner2",),
-        image_size=LEROBOT_SIZE,
-        render_quality="metaworld",
-    )
-    model = env.unwrapped.mw.model
-    cam = model.camera("corner2").id
-    assert cam == 2, f"LeRobot moves camera 2 and means corner2; here corner2 is camera {cam}"
-    model.cam_pos[cam] = LEROBOT_CORNER2_POS
-    env_args = env.unwrapped.env_args()
-    env_args["lerobot_corner2_pos"] = list(LEROBOT_CORNER2_POS)  # not an env kwarg of ours
+    env = gym.make(envs.task_id(f"MW-{a.task}"), view="lerobot", image_size=a.image_size)
     kept = tried = steps = 0
     start = time.perf_counter()
-    with DemoWriter(a.out, env_args) as w:
+    with DemoWriter(a.out, env.unwrapped.env_args()) as w:
         for i in tqdm(range(a.episodes), desc=f"MW-{a.task} demos", unit="ep"):
             ep = run_episode(env, episode_seed(a.seed, i), a.noise)
             tried += 1
             steps += len(ep["actions"])
             if not ep["success"]:
                 continue
-            obs = ep["obs"]
-            ep["obs"] = {
-                "corner2_image": area_resize(obs["corner2_image"], a.image_size),
-                "agent_pos": obs["object"][:, :4],
-            }
+            ep["obs"] = {k: ep["obs"][k] for k in KEYS}
             w.add(ep, ep["model_xml"], seed=ep["seed"], success=True)
             kept += 1
         w.finish(valid_fraction=0.1, seed=a.seed)

@@ -61,9 +61,9 @@ def config_for(argv: list[str]):
     if prog in scripts:
         return scripts[prog], argv[1:]
     if prog == "ttm-convert":  # subcommands
-        from envs.lerobot_convert import ToHDF5, ToLeRobot
+        from envs.lerobot_convert import SUBCOMMANDS
 
-        return {"lerobot-to-hdf5": ToHDF5, "hdf5-to-lerobot": ToLeRobot}[argv[1]], argv[2:]
+        return SUBCOMMANDS[argv[1]], argv[2:]
     if prog == "torchrun":
         return TrainConfig, argv[argv.index("train.train") + 1 :]
     if prog == "python" and argv[1] == "-m":

@@ -27,14 +27,9 @@ from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
 
 from ttm_policy.config import PolicyConfig
 from ttm_policy.cores import CORES
-from ttm_policy.ttm import TTMConfig as CoreConfig
+from ttm_policy.lerobot_checkpoint import obs_key, policy_config
 
-
-def obs_key(feature: str, visual: bool) -> str:
-    """LeRobot feature name -> our observation key ('.' is not allowed in ours; cameras end
-    in `_image`): observation.image -> observation_image, observation.state -> observation_state."""
-    key = feature.replace(".", "_")
-    return key if not visual or key.endswith("_image") else f"{key}_image"
+__all__ = ["TTMConfig", "obs_key"]
 
 
 @PreTrainedConfig.register_subclass("ttm")
@@ -138,22 +133,7 @@ class TTMConfig(PreTrainedConfig):
         }
 
     def policy_config(self) -> PolicyConfig:
-        """The ttm_policy PolicyConfig of the network, from this config and the features."""
-        cams = [obs_key(k, True) for k in self.image_features]
-        low = {obs_key(k, False): w for k, w in self.lowdim_features().items()}
-        crop = max(8, round(self.image_size * self.crop_fraction))
-        return PolicyConfig(
-            obs_keys=(*cams, *low),
-            image_size=self.image_size,
-            crop_size=min(crop, self.image_size),
-            dim=self.dim,
-            tokens_per_camera=self.tokens_per_camera,
-            lowdim_dims=low,
-            core=self.core,
-            head_hidden=self.head_hidden,
-            action_dim=int(self.action_feature.shape[0]),
-            action_horizon=1,
-            ttm=CoreConfig(
-                memory_tokens=self.memory_tokens, read_tokens=self.read_tokens, layers=self.layers
-            ),
-        )
+        """The ttm_policy PolicyConfig of the network, from this config and the features (the
+        same function rebuilds it from a saved checkpoint: `ttm-convert lerobot-policy`)."""
+        inputs = {k: (ft.type.name, tuple(ft.shape)) for k, ft in self.input_features.items()}
+        return policy_config(vars(self), inputs, int(self.action_feature.shape[0]))

@@ -20,11 +20,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lerobot.policies.pretrained import PreTrainedPolicy
 from torch import Tensor
 
 from lerobot_policy_ttm.configuration_ttm import TTMConfig, obs_key
+from ttm_policy.lerobot_checkpoint import area_resize
 from ttm_policy.network import PolicyNetwork
 
 
@@ -55,13 +55,7 @@ class TTMPolicy(PreTrainedPolicy):
 
     def _images(self, x: Tensor) -> Tensor:
         """float (..., 3, H, W) in [0, 1] -> uint8 (..., S, S, 3), resized by area averaging."""
-        S = self.config.image_size
-        lead = x.shape[:-3]
-        x = x.reshape(-1, *x.shape[-3:])  # (n, 3, H, W)
-        if x.shape[-2:] != (S, S):
-            x = F.interpolate(x, size=(S, S), mode="area")
-        x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
-        return x.permute(0, 2, 3, 1).reshape(*lead, S, S, 3)  # (..., S, S, 3)
+        return area_resize(x, self.config.image_size)
 
     def _obs(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """LeRobot's batch -> our obs dict (images uint8 channels-last, low-dim float)."""

@@ -177,6 +177,51 @@ def test_a_state_round_trip_restores_the_episode_and_its_layout():
     env.close()
 
 
+def test_the_lerobot_view_is_lerobots_camera_and_state_resized_as_the_plugin_does():
+    """view="lerobot": what LeRobot 0.4.4's MetaworldEnv gives the TTM plugin (corner2 moved,
+    480 px with Meta-World's render settings, area-resized by the plugin's function;
+    agent_pos = the observation's first 4 values), re-made from env_args by ttm-eval."""
+    import torch
+
+    from envs.metaworld_tasks import LEROBOT_CAMERA_POS
+    from ttm_policy.lerobot_checkpoint import area_resize
+
+    full = _make("drawer-close", view="lerobot", image_size=480)
+    small = _make("drawer-close", view="lerobot", image_size=48)
+    a, _ = full.reset(seed=3)
+    b, _ = small.reset(seed=3)
+    assert set(b) == {"corner2_image", "agent_pos", *LOW_DIM}
+    assert a["corner2_image"].shape == (480, 480, 3) and b["corner2_image"].shape == (48, 48, 3)
+    x = torch.from_numpy(a["corner2_image"]).permute(2, 0, 1).float()[None] / 255
+    np.testing.assert_array_equal(b["corner2_image"], area_resize(x, 48)[0].numpy())
+    np.testing.assert_array_equal(b["agent_pos"], b["object"][:4])
+    u = small.unwrapped
+    np.testing.assert_allclose(
+        u.mw.model.cam_pos[u.mw.model.camera("corner2").id], LEROBOT_CAMERA_POS
+    )
+    assert u.render_quality == "metaworld" and u.cameras == ("corner2",)
+    # The default view's corner2 is another picture (the camera where Meta-World puts it).
+    plain = _make("drawer-close", cameras=("corner2",), image_size=48, render_quality="metaworld")
+    c, _ = plain.reset(seed=3)
+    assert "agent_pos" not in c
+    assert np.abs(c["corner2_image"].astype(int) - b["corner2_image"].astype(int)).mean() > 5
+    env_args = u.env_args()
+    assert env_args["env_kwargs"]["view"] == "lerobot"
+    assert "view" not in plain.unwrapped.env_args()["env_kwargs"]  # old env_args stay as they were
+    again = make_from_env_args(env_args)
+    d, _ = again.reset(seed=3)
+    for key in b:
+        np.testing.assert_array_equal(d[key], b[key], err_msg=key)
+    with pytest.raises(ValueError, match="one camera, corner2"):
+        _make("drawer-close", view="lerobot", cameras=("corner",))
+    with pytest.raises(ValueError, match="render_quality='metaworld'"):
+        _make("drawer-close", view="lerobot", render_quality="fast")
+    with pytest.raises(ValueError, match="view="):
+        _make("drawer-close", view="robomimic")
+    for env in (full, small, plain, again):
+        env.close()
+
+
 @pytest.fixture(scope="module")
 def reach_dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("mw") / "mw_reach.hdf5"
