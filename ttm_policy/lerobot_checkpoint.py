@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -178,12 +179,10 @@ def lerobot_to_checkpoint(
                 f"rename {f}={key[f]}: a camera's key must end in `_image`, a low-dim key must not"
             )
     plugin_key = {obs_key(f, kind == "VISUAL"): key[f] for f, (kind, _) in inputs.items()}
-    cfg_ours = PolicyConfig(
-        **{
-            **{n: getattr(plugin_cfg, n) for n in plugin_cfg.__dataclass_fields__},
-            "obs_keys": tuple(plugin_key[k] for k in plugin_cfg.obs_keys),
-            "lowdim_dims": {plugin_key[k]: w for k, w in plugin_cfg.lowdim_dims.items()},
-        }
+    cfg_ours = replace(
+        plugin_cfg,
+        obs_keys=tuple(plugin_key[k] for k in plugin_cfg.obs_keys),
+        lowdim_dims={plugin_key[k]: w for k, w in plugin_cfg.lowdim_dims.items()},
     )
 
     stats_lr = _normaliser_stats(path)

@@ -124,14 +124,6 @@ class TTMConfig(PreTrainedConfig):
 
     # ------------------------------------------------------------------ ours
 
-    def lowdim_features(self) -> dict[str, int]:
-        """Non-image inputs (state, environment state) and their widths, in input order."""
-        return {
-            k: int(ft.shape[0])
-            for k, ft in self.input_features.items()
-            if k not in self.image_features
-        }
-
     def policy_config(self) -> PolicyConfig:
         """The ttm_policy PolicyConfig of the network, from this config and the features (the
         same function rebuilds it from a saved checkpoint: `ttm-convert lerobot-policy`)."""
