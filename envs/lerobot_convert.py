@@ -734,7 +734,11 @@ def dataset_env_args(path: Path) -> dict[str, Any]:
         meta = path / ROBOMIMIC_META
         if not meta.is_file():
             raise ConvertError(f"{path}: no {ROBOMIMIC_META} (not written by hdf5-to-lerobot)")
-        return _read_json(meta)["env_args"]
+        doc = _read_json(meta)
+        env_args = doc.get("env_args") if isinstance(doc, dict) else None
+        if not isinstance(env_args, dict):
+            raise ConvertError(f"{meta}: holds no env_args")
+        return env_args
     if not path.is_file():
         raise ConvertError(f"{path}: no such file or directory")
     try:
