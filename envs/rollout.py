@@ -27,6 +27,7 @@ timeouts, mean return and length) and `format_result` (one line).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import sys
@@ -383,6 +384,20 @@ class _OneEnv:
         return np.asarray(self.policy.select_action(one), dtype=np.float64)[None]  # (1, A)
 
 
+@contextlib.contextmanager
+def _seeded_torch(seed: int):
+    """torch's generators seeded with `seed` inside, the caller's state back after (CUDA's
+    too once CUDA is in use); nothing when torch is not loaded (a torch-free policy)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    cuda = torch.cuda.is_initialized()
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else []):
+        torch.manual_seed(seed)
+        yield
+
+
 def rollout(
     policy: SingleEnvPolicy,
     env_id_or_env_args: str | dict[str, Any],
@@ -394,18 +409,23 @@ def rollout(
     """Run `episodes` seeded episodes one after another in one env (`make_env`), the policy
     seeing one observation at a time and `reset()` before every episode; returns
     `summarise`'s dict plus `seconds`. `max_steps` caps an episode below the env's own
-    truncation (None: the env's)."""
+    truncation (None: the env's).
+
+    A policy that draws its actions (the recipe's open/close) draws from torch's generator;
+    it is seeded with `seed` for the run, as `ttm-eval --seed` seeds it, and the caller's
+    generator state is restored after, so the same call gives the same episodes."""
     if episodes < 1:
         raise ValueError(f"rollout needs episodes >= 1; got {episodes}")
     start = time.perf_counter()
-    run = run_episodes(
-        _OneEnv(policy),
-        [functools.partial(make_env, env_id_or_env_args, env_kwargs)],
-        episodes=episodes,
-        seed=seed,
-        max_steps=max_steps,
-        progress=False,
-    )
+    with _seeded_torch(seed):
+        run = run_episodes(
+            _OneEnv(policy),
+            [functools.partial(make_env, env_id_or_env_args, env_kwargs)],
+            episodes=episodes,
+            seed=seed,
+            max_steps=max_steps,
+            progress=False,
+        )
     results = [{k: v for k, v in e.items() if k != "episode"} for e in run["per_episode"]]
     return {**summarise(results), "seconds": time.perf_counter() - start}
 

@@ -88,3 +88,40 @@ def test_partial_progress_is_recorded_per_episode_and_counted():
         str(p): sum(e["progress"] == p for e in eps) for p in (0, 1)
     }
     assert any(e["progress"] == 1 for e in eps)  # 12 seeds: some sequences start at pad 0
+
+
+class TorchDraws:
+    """A policy that draws its actions from torch's generator, as the recipe draws open/close;
+    records every action."""
+
+    def __init__(self):
+        self.actions: list = []
+
+    def reset(self):
+        pass
+
+    def select_action(self, obs):
+        import torch
+
+        a = (torch.rand(7) * 2 - 1).numpy()
+        self.actions.append(a)
+        return a
+
+
+def test_rollout_seeds_the_policys_draws_and_restores_the_callers_generator():
+    import torch
+
+    def actions(seed):
+        policy = TorchDraws()
+        rollout(policy, "ttm/PointCue-v0", 2, seed=seed, env_kwargs=KWARGS, max_steps=5)
+        return np.stack(policy.actions)
+
+    torch.manual_seed(123)
+    first = actions(4)
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    assert torch.equal(after, expected)  # the caller's generator is where it was
+    assert first.shape == (10, 7)
+    np.testing.assert_array_equal(actions(4), first)  # whatever ran before, the same draws
+    assert not np.array_equal(actions(5), first)  # another seed, other draws
