@@ -6,10 +6,14 @@ state), and the policy it saves lifts the cube in robosuite.
 cameras at 64 px, the task's recipe), the `cpu` preset at 500 steps (the results table trains
 2000, on 100 demonstrations), 20 seeded rollouts. Calibrated with training seeds 0 and 1, three
 jobs on the 2 cores: 13/20 and 15/20 (65%, 75%; every failure a timeout), 589 and 612 s of
-training, 158 and 164 s of rollouts, 164 s to collect. The bar, 7/20, is far below both: at a
-true rate of 65% a run falls under it with probability ~0.2%. Lift succeeds only when the cube
-is lifted, so a policy that has not learnt to grasp scores 0. (At 300 steps and 84 px, seed 0
-made 8/20: too unsteady for a test.)
+training, 158 and 164 s of rollouts, 164 s to collect (over the suite's 900 s limit per test
+when the machine is loaded, hence the test's own). `rollout` seeds the open/close draws with
+its seed, so the run is repeatable: the seed-0 checkpoint gives 13/20 again with them
+(`ttm-eval --seed 0`), and 8/20 and 10/20 with evaluation seeds 1 and 2 (other scenes and
+draws): 31/60 = 52% over the three. Another machine's floats make another training run, so
+the bar, 5/20, is set for that spread: at 52% a run falls under it with probability ~0.5%.
+Lift succeeds only when the cube is lifted, so a policy that has not learnt to grasp scores
+0. (At 300 steps and 84 px, seed 0 made 8/20.)
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ PROPRIOCEPTION = {"robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"}
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~10 min on an idle 2-core machine, ~15 min beside other jobs
 def test_the_default_recipe_learns_lift_from_cameras_and_proprioception(tmp_path):
     recipe = envs.task_spec("Lift").recipe
     data = tmp_path / "lift.hdf5"
@@ -61,4 +66,4 @@ def test_the_default_recipe_learns_lift_from_cameras_and_proprioception(tmp_path
 
     result = rollout(policy, summary["env_args"], EPISODES, seed=0)
     print(format_result("Lift", result))
-    assert result["successes"] >= 7, format_result("Lift", result)
+    assert result["successes"] >= 5, format_result("Lift", result)
