@@ -39,6 +39,7 @@ def first_item_rate(result: dict) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # two trainings: over the suite's 900 s when other jobs load the machine
 def test_ttm_remembers_the_first_of_two_items_and_the_memoryless_policy_cannot(tmp_path):
     data = tmp_path / "sequence_cue.hdf5"
     summary = collect(
