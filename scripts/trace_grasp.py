@@ -8,8 +8,9 @@ probability of "close" at every 5th step spent within 3 cm of the object (the ho
     MUJOCO_GL=egl .venv/bin/python scripts/trace_grasp.py runs/stack_ttm/checkpoints/last 15 20
 
 The object's position comes from the simulator (the policy never sees it); PickPlaceCan (the
-can) and Stack (the cube to pick up) only. Open/close is drawn as ttm-eval draws it, from a
-generator seeded per episode (1000 + episode), so a re-run repeats the trace.
+can) and Stack (the cube to pick up) only. Open/close is drawn from p(close) as in ttm-eval,
+from a generator seeded per episode (1000 + episode; ttm-eval seeds once per run, so its
+draws differ), so a re-run repeats the trace.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def main(checkpoint: str, episodes: list[int]) -> None:
             with torch.no_grad():  # p(close) from the state select_action is about to use
                 x, _ = policy._obs_tensors(obs)
                 state = policy._state if policy._state is not None else policy.init_state(1)
-                _, _, p = policy.step(x, state, None, gripper_probability=True)
+                _, _, p = policy.step(x, state, None, sample=False, gripper_probability=True)
             action = policy.select_action(obs)
             close = bool(action[-1] > 0)  # the gripper command: > 0 closes
             reopen += int(prev_close and not close)
