@@ -217,87 +217,90 @@ def run_episodes(
     # already hold a GL context (a collection run in the same process) or CUDA; a plain fork
     # then hangs the worker's EGL set-up. The server imports our modules once, so workers start fast.
     kw = {"context": "forkserver"} if E > 1 and sys.platform == "linux" else {}
-    venv = vec_cls(list(env_fns), autoreset_mode=gym.vector.AutoresetMode.DISABLED, **kw)
-    try:
-        # Env slot e runs episodes in the order they are handed out; idle slots run a dummy episode.
-        next_ep = min(E, episodes)
-        slot_ep = np.array([e if e < episodes else -1 for e in range(E)])
-        seeds = [episode_seed(seed, int(i)) if i >= 0 else 0 for i in slot_ep]
-        obs, _ = venv.reset(seed=seeds)
-        if check is not None:
-            check(obs)
-        policy.reset()
-        ret, length, success = np.zeros(E), np.zeros(E, int), np.zeros(E, bool)
-        frames: dict[int, list[tuple]] = {i: [] for i in range(min(video, episodes))}
-        results: dict[int, dict] = {}
-        t0, policy_time, env_steps = time.perf_counter(), 0.0, 0
-        bar = tqdm(
-            total=episodes,
-            desc="eval",
-            unit="ep",
-            dynamic_ncols=True,
-            leave=False,
-            disable=not progress,
-        )
-        while len(results) < episodes:
-            tp = time.perf_counter()
-            actions = policy.select_action(obs)  # (E, A)
-            policy_time += time.perf_counter() - tp
-            obs, reward, terminated, truncated, info = venv.step(
-                np.asarray(actions, dtype=np.float64)
-            )
-            env_steps += int((slot_ep >= 0).sum())
-            ret += reward
-            length += 1
-            success |= np.asarray(info.get("success", np.zeros(E, bool)), bool)
-            for e in range(E):
-                if slot_ep[e] in frames and camera is not None:
-                    frames[slot_ep[e]].append(
-                        (np.array(obs[camera][e]), int(length[e]), bool(success[e]))
-                    )
-            done = terminated | truncated
-            if max_steps:
-                done |= length >= max_steps
-            if not done.any():
-                continue
-            for e in np.flatnonzero(done):
-                if slot_ep[e] >= 0:
-                    i = int(slot_ep[e])
-                    results[i] = {
-                        "episode": i,
-                        "seed": episode_seed(seed, i),
-                        "success": bool(success[e]),
-                        "outcome": outcome(bool(success[e]), bool(terminated[e])),
-                        "return": float(ret[e]),
-                        "length": int(length[e]),
-                    }
-                    if (
-                        "progress" in info
-                    ):  # a task's partial progress (SequenceCue: items visited in order)
-                        results[i]["progress"] = int(info["progress"][e])
-                    bar.update(1)
-                    bar.set_postfix(
-                        success=f"{np.mean([r['success'] for r in results.values()]):.2f}"
-                    )
-                slot_ep[e] = next_ep if next_ep < episodes else -1
-                next_ep += slot_ep[e] >= 0
-            if len(results) == episodes:
-                break  # every episode is in: no reset for the dummy ones
+    # A policy that draws its actions (the recipe's open/close) draws from torch's generator:
+    # seeded with `seed` for the run, the caller's state restored after (every caller alike).
+    with _seeded_torch(seed):
+        venv = vec_cls(list(env_fns), autoreset_mode=gym.vector.AutoresetMode.DISABLED, **kw)
+        try:
+            # Env slot e runs episodes in the order they are handed out; idle slots run a dummy episode.
+            next_ep = min(E, episodes)
+            slot_ep = np.array([e if e < episodes else -1 for e in range(E)])
             seeds = [episode_seed(seed, int(i)) if i >= 0 else 0 for i in slot_ep]
-            obs, _ = venv.reset(seed=seeds, options={"reset_mask": done})
-            policy.reset(done)
-            ret[done], length[done], success[done] = 0, 0, False
-        bar.close()
-        wall = time.perf_counter() - t0
-    finally:
-        venv.close()
-    return {
-        "per_episode": [results[i] for i in range(episodes)],
-        "frames": frames,
-        "wall_s": wall,
-        "policy_s": policy_time,
-        "env_steps": env_steps,
-    }
+            obs, _ = venv.reset(seed=seeds)
+            if check is not None:
+                check(obs)
+            policy.reset()
+            ret, length, success = np.zeros(E), np.zeros(E, int), np.zeros(E, bool)
+            frames: dict[int, list[tuple]] = {i: [] for i in range(min(video, episodes))}
+            results: dict[int, dict] = {}
+            t0, policy_time, env_steps = time.perf_counter(), 0.0, 0
+            bar = tqdm(
+                total=episodes,
+                desc="eval",
+                unit="ep",
+                dynamic_ncols=True,
+                leave=False,
+                disable=not progress,
+            )
+            while len(results) < episodes:
+                tp = time.perf_counter()
+                actions = policy.select_action(obs)  # (E, A)
+                policy_time += time.perf_counter() - tp
+                obs, reward, terminated, truncated, info = venv.step(
+                    np.asarray(actions, dtype=np.float64)
+                )
+                env_steps += int((slot_ep >= 0).sum())
+                ret += reward
+                length += 1
+                success |= np.asarray(info.get("success", np.zeros(E, bool)), bool)
+                for e in range(E):
+                    if slot_ep[e] in frames and camera is not None:
+                        frames[slot_ep[e]].append(
+                            (np.array(obs[camera][e]), int(length[e]), bool(success[e]))
+                        )
+                done = terminated | truncated
+                if max_steps:
+                    done |= length >= max_steps
+                if not done.any():
+                    continue
+                for e in np.flatnonzero(done):
+                    if slot_ep[e] >= 0:
+                        i = int(slot_ep[e])
+                        results[i] = {
+                            "episode": i,
+                            "seed": episode_seed(seed, i),
+                            "success": bool(success[e]),
+                            "outcome": outcome(bool(success[e]), bool(terminated[e])),
+                            "return": float(ret[e]),
+                            "length": int(length[e]),
+                        }
+                        if (
+                            "progress" in info
+                        ):  # a task's partial progress (SequenceCue: items visited in order)
+                            results[i]["progress"] = int(info["progress"][e])
+                        bar.update(1)
+                        bar.set_postfix(
+                            success=f"{np.mean([r['success'] for r in results.values()]):.2f}"
+                        )
+                    slot_ep[e] = next_ep if next_ep < episodes else -1
+                    next_ep += slot_ep[e] >= 0
+                if len(results) == episodes:
+                    break  # every episode is in: no reset for the dummy ones
+                seeds = [episode_seed(seed, int(i)) if i >= 0 else 0 for i in slot_ep]
+                obs, _ = venv.reset(seed=seeds, options={"reset_mask": done})
+                policy.reset(done)
+                ret[done], length[done], success[done] = 0, 0, False
+            bar.close()
+            wall = time.perf_counter() - t0
+        finally:
+            venv.close()
+        return {
+            "per_episode": [results[i] for i in range(episodes)],
+            "frames": frames,
+            "wall_s": wall,
+            "policy_s": policy_time,
+            "env_steps": env_steps,
+        }
 
 
 # ----------------------------------------------------------------------------- callers
@@ -411,21 +414,19 @@ def rollout(
     `summarise`'s dict plus `seconds`. `max_steps` caps an episode below the env's own
     truncation (None: the env's).
 
-    A policy that draws its actions (the recipe's open/close) draws from torch's generator;
-    it is seeded with `seed` for the run, as `ttm-eval --seed` seeds it, and the caller's
-    generator state is restored after, so the same call gives the same episodes."""
+    The draws of a policy that samples are seeded with `seed` (`run_episodes`), so the same
+    call gives the same episodes."""
     if episodes < 1:
         raise ValueError(f"rollout needs episodes >= 1; got {episodes}")
     start = time.perf_counter()
-    with _seeded_torch(seed):
-        run = run_episodes(
-            _OneEnv(policy),
-            [functools.partial(make_env, env_id_or_env_args, env_kwargs)],
-            episodes=episodes,
-            seed=seed,
-            max_steps=max_steps,
-            progress=False,
-        )
+    run = run_episodes(
+        _OneEnv(policy),
+        [functools.partial(make_env, env_id_or_env_args, env_kwargs)],
+        episodes=episodes,
+        seed=seed,
+        max_steps=max_steps,
+        progress=False,
+    )
     results = [{k: v for k, v in e.items() if k != "episode"} for e in run["per_episode"]]
     return {**summarise(results), "seconds": time.perf_counter() - start}
 

@@ -143,9 +143,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         policy.cfg.sample_actions = cfg.actions == "sample"
     if policy.tasks:
         return evaluate_tasks(cfg, policy)
-    if policy.cfg.sample_actions:
-        torch.manual_seed(cfg.seed)  # the same draws for the same --seed
-    env_args = load_env_args(cfg)
+    env_args = load_env_args(cfg)  # the draws of a sampling policy: seeded by run_episodes
     out = cfg.out or default_out(cfg.checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     return _evaluate_one(cfg, policy, env_args, out)
@@ -203,9 +201,7 @@ def evaluate_tasks(cfg: EvalConfig, policy: TTMPolicy) -> dict[str, Any]:
     out = cfg.out or default_out(cfg.checkpoint)
     reports = {}
     for task in chosen:
-        if policy.cfg.sample_actions:
-            torch.manual_seed(cfg.seed)  # each task's draws whatever ran before it
-        policy.set_task(task)
+        policy.set_task(task)  # each task's draws seeded alike (run_episodes)
         reports[task] = _evaluate_one(cfg, policy, env_args[task], out / task, task=task)
     policy.set_task(None)
     if cfg.task is not None:

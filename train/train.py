@@ -559,20 +559,18 @@ class RolloutEval:
         from envs.rollout import run_rollouts  # here: it loads the simulators
 
         cfg = self.cfg
-        # A sampling policy (the recipe's gripper) draws from torch's generator: seeded here,
-        # and forked, so that rollouts leave the training's random draws (crops) as they were.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            return run_rollouts(
-                acting,
-                env_args,
-                episodes=cfg.eval_episodes,
-                envs=cfg.eval_envs,
-                seed=cfg.seed,
-                overrides=json.loads(cfg.eval_env_kwargs),
-                video=cfg.eval_video,
-                out=out,
-            )
+        # A sampling policy's draws (the recipe's gripper) are seeded by the loop, which restores
+        # torch's generator after, so rollouts leave the training's random draws (crops) as they were.
+        return run_rollouts(
+            acting,
+            env_args,
+            episodes=cfg.eval_episodes,
+            envs=cfg.eval_envs,
+            seed=cfg.seed,
+            overrides=json.loads(cfg.eval_env_kwargs),
+            video=cfg.eval_video,
+            out=out,
+        )
 
     def __call__(self, acting, at: int) -> dict:
         cfg = self.cfg
