@@ -1,8 +1,11 @@
 """Where a grasping policy fails: roll a checkpoint out in its dataset's env on the given
 seeded episodes (ttm-eval's episode i is seed i at `--seed 0`) and print, per episode, the
 outcome, how many steps commanded "close" (the first, and how often it re-opened), the
-closest the end-effector came to the object, how high the object rose, and the policy's
-probability of "close" at every 5th step spent within 3 cm of the object (the hover).
+closest the end-effector came to the object, how high the object rose, the policy's
+probability of "close" at every 5th step spent within 3 cm of the object (the hover), and how
+much the core's state (the TTM's memory, the LSTM's h and c, ...) changes per step there:
+the median of |s_t - s_(t-1)| / |s_(t-1)| over those steps (all of the state's tensors as one
+vector).
 
     MUJOCO_GL=egl .venv/bin/python scripts/trace_grasp.py runs/can_ttm/checkpoints/last 0 1 2
     MUJOCO_GL=egl .venv/bin/python scripts/trace_grasp.py runs/stack_ttm/checkpoints/last 15 20
@@ -30,6 +33,12 @@ def object_position(suite) -> np.ndarray:
     return suite.sim.data.body_xpos[suite.obj_body_id[suite.obj_to_use]]
 
 
+def flat(state) -> torch.Tensor:
+    """The core's state as one vector (a tensor, or a tuple of them)."""
+    parts = state if isinstance(state, tuple) else (state,)
+    return torch.cat([s.float().flatten() for s in parts if s.is_floating_point()])
+
+
 def main(checkpoint: str, episodes: list[int]) -> None:
     from envs import gl
 
@@ -47,13 +56,15 @@ def main(checkpoint: str, episodes: list[int]) -> None:
         torch.manual_seed(1000 + ep)
         z0 = float(object_position(suite)[2])
         closes, reopen, first, closest, rise, hover, info, t = 0, 0, None, np.inf, 0.0, [], {}, 0
-        prev_close = False
+        prev_close, drift = False, []
         for t in range(env.unwrapped.horizon):
             with torch.no_grad():  # p(close) from the state select_action is about to use
                 x, _ = policy._obs_tensors(obs)
                 state = policy._state if policy._state is not None else policy.init_state(1)
                 _, _, p = policy.step(x, state, None, sample=False, gripper_probability=True)
             action = policy.select_action(obs)
+            before, after = flat(state), flat(policy._state)
+            step_change = float((after - before).norm() / before.norm().clamp_min(1e-12))
             close = bool(action[-1] > 0)  # the gripper command: > 0 closes
             reopen += int(prev_close and not close)
             closes += int(close)
@@ -63,6 +74,7 @@ def main(checkpoint: str, episodes: list[int]) -> None:
             closest = min(closest, distance)
             if distance < 0.03 and p is not None:
                 hover.append(f"{t}:{float(p[0, 0]):.2f}")
+                drift.append(step_change)
             obs, _, terminated, truncated, info = env.step(action)
             rise = max(rise, float(object_position(suite)[2]) - z0)
             if terminated or truncated:
@@ -70,8 +82,9 @@ def main(checkpoint: str, episodes: list[int]) -> None:
         print(
             f"episode {ep}: {t + 1} steps, success {info.get('success')}, close commands "
             f"{closes} (first at step {first}, {reopen} re-openings), closest eef-object "
-            f"{closest * 100:.1f} cm, object raised {rise * 100:.1f} cm; p(close) within 3 cm "
-            f"(step:p): {' '.join(hover[::5])}",
+            f"{closest * 100:.1f} cm, object raised {rise * 100:.1f} cm; state change per step "
+            f"within 3 cm (median) {np.median(drift) if drift else float('nan'):.1e}; p(close) "
+            f"within 3 cm (step:p): {' '.join(hover[::5])}",
             flush=True,
         )
     env.close()
