@@ -10,6 +10,7 @@ Subcommands, one module each (all report through `eval.bench.report`):
   control-latency     end-to-end control step (images -> action) per core against history
   rollout-throughput  env steps/s in vector envs with 1, 2, 4 envs, with and without images
   memory-sweep  success against parameters: TTM memory sizes vs LSTM widths on one dataset
+  memory-items  success against the number of items to remember, across memory sweeps
 
 Benchmarks report medians and ratios; nothing here asserts a speed (the machine is shared).
 """
@@ -23,6 +24,7 @@ import tyro
 
 from eval.bench.compare import Compare
 from eval.bench.control_latency import ControlLatency
+from eval.bench.memory_items import MemoryItems
 from eval.bench.memory_sweep import MemorySweep
 from eval.bench.recall import Recall
 from eval.bench.results import Results
@@ -41,6 +43,7 @@ Command = (
     | Annotated[RolloutThroughput, tyro.conf.subcommand("rollout-throughput")]
     | Annotated[RuntimeLatency, tyro.conf.subcommand("runtime-latency")]
     | Annotated[MemorySweep, tyro.conf.subcommand("memory-sweep")]
+    | Annotated[MemoryItems, tyro.conf.subcommand("memory-items")]
 )
 
 

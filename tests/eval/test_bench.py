@@ -173,3 +173,42 @@ def test_memory_sweep_trains_evaluates_and_resumes(tmp_path, capsys):
     stamp = (tmp_path / "s" / "ttm_M2" / "eval" / "eval.json").stat().st_mtime
     main(args)  # everything on disk: nothing retrained or re-evaluated
     assert (tmp_path / "s" / "ttm_M2" / "eval" / "eval.json").stat().st_mtime == stamp
+
+
+def test_memory_items_pools_sweeps_by_the_items_their_task_cues(tmp_path, capsys):
+    """Real memory sweeps on SequenceCue with one and with two cued items (tiny budgets, one
+    of them twice as if a second seed): each cell's point at a size pools its sweeps' episodes,
+    the bits come from the task's env_args, and a sweep on a task without items is refused."""
+    from envs.collect import Args, collect
+
+    sweeps = []
+    for items, out in ((1, "one"), (2, "two"), (2, "two_again")):
+        data = tmp_path / f"sc{items}.hdf5"
+        if not data.exists():
+            kwargs = json.dumps({"n_goals": 3, "n_items": items})
+            collect(Args(task="SequenceCue", out=data, episodes=4, env_kwargs=kwargs,
+                         image_size=32, valid_fraction=0.25))  # fmt: skip
+        main(["memory-sweep", "--dataset", str(data), "--ttm-memory", "2", "--lstm-hidden", "8",
+              "--no-memoryless", "--steps", "2", "--episodes", "2", "--out", str(tmp_path / out)])  # fmt: skip
+        sweeps.append(str(tmp_path / out))
+    main(["memory-items", "--sweeps", *sweeps, "--out", str(tmp_path / "items")])
+    payload = json.loads((tmp_path / "items" / "memory_items.json").read_text())
+    assert len(payload["cells"]) == 6  # 2 cells x 3 sweeps
+    points = {(p["run"], p["n_items"]): p for p in payload["pooled"]}
+    assert set(points) == {(r, i) for r in ("ttm_M2", "lstm_H8") for i in (1, 2)}
+    for (run, items), p in points.items():
+        rows = [c for c in payload["cells"] if c["run"] == run and c["n_items"] == items]
+        assert p["sweeps"] == len(rows) == (1 if items == 1 else 2)
+        assert p["episodes"] == 2 * len(rows)
+        assert p["successes"] == sum(c["successes"] for c in rows)
+        assert p["bits"] == pytest.approx(1.585 if items == 1 else 2.585, abs=1e-3)  # log2 3, 6
+    assert (tmp_path / "items" / "memory_items.png").stat().st_size > 10_000
+    # a PointCue sweep has no items to count
+    pc = tmp_path / "pc.hdf5"
+    collect(Args(task="PointCue", out=pc, episodes=4, seed=0, valid_fraction=0.25))
+    main(["memory-sweep", "--dataset", str(pc), "--ttm-memory", "2", "--lstm-hidden", "8",
+          "--no-memoryless", "--steps", "2", "--episodes", "2", "--out", str(tmp_path / "pc")])  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        main(["memory-items", "--sweeps", str(tmp_path / "pc"), "--out", str(tmp_path / "x")])
+    assert exit_.value.code == 2
+    assert "no n_items" in capsys.readouterr().err
