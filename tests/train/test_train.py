@@ -346,9 +346,17 @@ def test_torchrun_two_cpu_ranks_match_one_process(demos, tmp_path):
     # Adam divides by sqrt(v): parameters whose gradients are ~1e-9 amplify float-summation
     # differences up to ~1e-5 in 6 steps; a wrong gradient average would differ by ~lr = 2e-3
     # (the episodes differ in length: each rank's loss is weighted by its share of real steps).
+    # One exception: the key part of an attention layer's `in_proj_bias` has a gradient of
+    # exactly zero in exact arithmetic (it adds q.b_k to every logit of a query, and softmax
+    # ignores a shift shared by a row), so its gradient is pure float noise, which Adam scales
+    # up to steps of about lr in a direction the summation order decides (seen: 1.1e-4 apart).
     a, b = weights(tmp_path / "ddp"), weights(tmp_path / "single")
     for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=0, msg=lambda m, k=k: f"{k}: {m}")
+        x, y = a[k], b[k]
+        if k.endswith("in_proj_bias"):
+            d = x.numel() // 3  # [q | k | v]
+            x, y = torch.cat([x[:d], x[2 * d :]]), torch.cat([y[:d], y[2 * d :]])
+        torch.testing.assert_close(x, y, atol=1e-4, rtol=0, msg=lambda m, k=k: f"{k}: {m}")
 
 
 def test_ddp_trains_every_core_and_summariser(demos, tmp_path):
