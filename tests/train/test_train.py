@@ -348,7 +348,7 @@ def test_torchrun_two_cpu_ranks_match_one_process(demos, tmp_path):
     # (the episodes differ in length: each rank's loss is weighted by its share of real steps).
     # One exception: the key part of an attention layer's `in_proj_bias` has a gradient of
     # exactly zero in exact arithmetic (it adds q.b_k to every logit of a query, and softmax
-    # ignores a shift shared by a row), so its gradient is pure float noise, which Adam scales
+    # ignores a shift common to a row), so its gradient is pure float noise, which Adam scales
     # up to steps of about lr in a direction the summation order decides (seen: 1.1e-4 apart).
     a, b = weights(tmp_path / "ddp"), weights(tmp_path / "single")
     for k in a:
