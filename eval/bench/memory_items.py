@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from envs.rollout import wilson
-from eval.bench.report import _pyplot, _save, config_strings, print_table, report
+from eval.bench.report import _pyplot, _save, config_strings, print_table, report, wilson_yerr
 
 
 def sweep_task(sweep: Path) -> dict:
@@ -115,12 +115,8 @@ def success_vs_items(path: Path, rows: list[dict]) -> Path:
     for name in dict.fromkeys(r["run"] for r in rows):
         rs = sorted((r for r in rows if r["run"] == name), key=lambda r: r["bits"])
         xs, ys = [r["bits"] for r in rs], [r["success_rate"] for r in rs]
-        err = [  # clamped: at 0/n or n/n the interval's end meets the rate up to rounding
-            [max(0.0, y - r["ci95_wilson"][0]) for y, r in zip(ys, rs)],
-            [max(0.0, r["ci95_wilson"][1] - y) for y, r in zip(ys, rs)],
-        ]
         params = f"{rs[0]['parameters'] / 1000:.1f}k"
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{name} ({params})")
+        ax.errorbar(xs, ys, yerr=wilson_yerr(rs), marker="o", capsize=3, label=f"{name} ({params})")
     ticks = {r["bits"]: f"{r['n_items']} of {r['n_goals']}\n{r['bits']:.1f} bits" for r in rows}
     ax.set_xticks(list(ticks), list(ticks.values()))
     ax.set_ylim(-0.03, 1.03)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from eval.bench.report import _pyplot, _save, config_strings, print_table, report
+from eval.bench.report import _pyplot, _save, config_strings, print_table, report, wilson_yerr
 
 
 @dataclass
@@ -125,11 +125,7 @@ def success_vs_parameters(path: Path, rows: list[dict], title: str) -> Path:
         for core in dict.fromkeys(r["core"] for r in rows):
             rs = sorted((r for r in rows if r["core"] == core), key=lambda r: r[key])
             xs, ys = [r[key] for r in rs], [r["success_rate"] for r in rs]
-            err = [
-                [y - r["ci95_wilson"][0] for y, r in zip(ys, rs)],
-                [r["ci95_wilson"][1] - y for y, r in zip(ys, rs)],
-            ]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=core)
+            ax.errorbar(xs, ys, yerr=wilson_yerr(rs), marker="o", capsize=3, label=core)
             for x, y, r in zip(xs, ys, rs):
                 if r["size"] is not None:
                     ax.annotate(str(r["size"]), (x, y), textcoords="offset points", xytext=(4, 4))

@@ -69,6 +69,15 @@ def _pyplot():
     return plt
 
 
+def wilson_yerr(rows: list[dict]) -> list[list[float]]:
+    """matplotlib `yerr` (below, above) of rows with `success_rate` and `ci95_wilson`, clamped
+    at zero: at 0/n or n/n an interval's end meets the rate only up to rounding."""
+    return [
+        [max(0.0, r["success_rate"] - r["ci95_wilson"][0]) for r in rows],
+        [max(0.0, r["ci95_wilson"][1] - r["success_rate"]) for r in rows],
+    ]
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
