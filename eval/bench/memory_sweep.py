@@ -5,8 +5,10 @@
 On one dataset (a memory task's demonstrations), train the TTM at several memory sizes M and
 the LSTM at several hidden widths with the default recipe otherwise (`ttm-train --dataset X
 --policy ttm --model.ttm.memory-tokens M`, `--policy lstm --model.lstm.hidden H`; the same
-demonstrations, steps and batch for every cell), plus the memory-less TTM as the floor, and
-evaluate each over the same seeded episodes. Writes `memory_sweep.json` (per cell: parameters,
+demonstrations, steps and batch for every cell), the causal Transformer over a window of
+steps and over the full history (`--policy transformer --model.transformer.window K`; the
+full history is the perfect-memory anchor whose cost grows with the episode), plus the
+memory-less TTM as the floor, and evaluate each over the same seeded episodes. Writes `memory_sweep.json` (per cell: parameters,
 successes, Wilson interval, training wall time) and `memory_sweep.png` (success against
 parameters, one line per core): the figure that shows what a set of memory tokens buys per
 parameter. Finished cells are reused, so an interrupted sweep resumes.
@@ -34,6 +36,9 @@ class MemorySweep:
     """M: memory tokens of the TTM cells (the default recipe has 8)."""
     lstm_hidden: tuple[int, ...] = (16, 32, 64, 128)
     """Hidden width of the LSTM cells (the default recipe has 64)."""
+    transformer_window: tuple[int, ...] = (6, 0)
+    """Window K (steps attended) of the causal-Transformer cells; 0 = the full history. The
+    window does not change the parameters: these cells sit at one parameter count."""
     memoryless: bool = True
     """Also train the memory-less TTM (the floor: no path from the cue to the decision)."""
     steps: int | None = None
@@ -49,6 +54,10 @@ class MemorySweep:
         """(run name, core, settings field it sizes or None, size) per cell, in order."""
         cells = [(f"ttm_M{m}", "ttm", "memory_tokens", m) for m in self.ttm_memory]
         cells += [(f"lstm_H{h}", "lstm", "hidden", h) for h in self.lstm_hidden]
+        cells += [
+            (f"transformer_K{k}" if k else "transformer_full", "transformer", "window", k or None)
+            for k in self.transformer_window
+        ]
         if self.memoryless:
             cells.append(("ttm-memoryless", "ttm-memoryless", None, None))
         return cells
@@ -71,22 +80,25 @@ class MemorySweep:
                 cfg.steps = self.steps
             if not torch.cuda.is_available():
                 cfg.threads = 1  # two sweeps at a time on 2 cores
-            if sized:  # the core's own settings group (ttm_policy.cores)
+            if sized is not None:  # the core's own settings group (ttm_policy.cores)
                 group = spec(core).config_field
                 setattr(cfg.model, group, replace(getattr(cfg.model, group), **{sized: size}))
             ev = json.loads(train_and_evaluate(cfg, self.episodes, self.seed).read_text())
             summary = json.loads((cfg.out / "summary.json").read_text())
             policy = TTMPolicy.from_pretrained(cfg.out / "checkpoints" / "last")
             timing = json.loads((cfg.out / "timing.json").read_text())
+            grows = sized == "window" and size is None  # the full history: no fixed state
             rows.append(
                 {
                     "run": name,
                     "core": core,
+                    "series": "transformer (full history)" if grows else core,
                     "size": size,
                     "parameters": summary["parameters"],
                     # what the robot carries from step to step (the TTM's M x D memory does not
-                    # add parameters: M changes this number, not the one above)
-                    "state_floats": num_bytes(policy.core.init_memory(1)) // 4,
+                    # add parameters: M changes this number, not the one above); None: it
+                    # grows with every step of the episode
+                    "state_floats": None if grows else num_bytes(policy.core.init_memory(1)) // 4,
                     "successes": ev["successes"],
                     "episodes": ev["episodes_run"],
                     "success_rate": ev["success_rate"],
@@ -102,7 +114,7 @@ class MemorySweep:
                 [
                     r["run"],
                     f"{r['parameters']:,}",
-                    f"{r['state_floats']:,}",
+                    "grows" if r["state_floats"] is None else f"{r['state_floats']:,}",
                     f"{r['successes']}/{r['episodes']}",
                     f"[{lo:.0%}, {hi:.0%}]",
                     f"{r['train_wall_s']:.0f}",
@@ -116,16 +128,20 @@ class MemorySweep:
 
 def success_vs_parameters(path: Path, rows: list[dict], title: str) -> Path:
     """Two panels: success (with Wilson intervals) against parameters and against the state
-    carried between steps, one line per core, each point labelled with its size (M or hidden
-    width)."""
+    carried between steps, one line per core, each point labelled with its size (M, hidden
+    width or window K). The full-history Transformer's state grows with the episode: it is on
+    the parameters panel only."""
     fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4))
     for ax, key, label in zip(
         axes, ("parameters", "state_floats"), ("parameters", "state carried (floats)")
     ):
-        for core in dict.fromkeys(r["core"] for r in rows):
-            rs = sorted((r for r in rows if r["core"] == core), key=lambda r: r[key])
+        for series in dict.fromkeys(r.get("series", r["core"]) for r in rows):
+            rs = [r for r in rows if r.get("series", r["core"]) == series and r[key] is not None]
+            if not rs:
+                continue
+            rs.sort(key=lambda r: r[key])
             xs, ys = [r[key] for r in rs], [r["success_rate"] for r in rs]
-            ax.errorbar(xs, ys, yerr=wilson_yerr(rs), marker="o", capsize=3, label=core)
+            ax.errorbar(xs, ys, yerr=wilson_yerr(rs), marker="o", capsize=3, label=series)
             for x, y, r in zip(xs, ys, rs):
                 if r["size"] is not None:
                     ax.annotate(str(r["size"]), (x, y), textcoords="offset points", xytext=(4, 4))

@@ -146,17 +146,20 @@ def test_control_latency_and_rollout_throughput(tmp_path):
 
 
 def test_memory_sweep_trains_evaluates_and_resumes(tmp_path, capsys):
-    """Two TTM memory sizes, one LSTM width and the memory-less floor on real PointCue demos:
-    every cell's row is its own run's numbers, and a second call reuses the finished cells."""
+    """Two TTM memory sizes, one LSTM width, a windowed and a full-history Transformer and the
+    memory-less floor on real PointCue demos: every cell's row is its own run's numbers, and a
+    second call reuses the finished cells."""
     from envs.collect import Args, collect
 
     data = tmp_path / "pc.hdf5"
     collect(Args(task="PointCue", out=data, episodes=4, seed=0, valid_fraction=0.25))
     args = ["memory-sweep", "--dataset", str(data), "--ttm-memory", "2", "4"]
-    args += ["--lstm-hidden", "8", "--steps", "2", "--episodes", "2", "--out", str(tmp_path / "s")]
+    args += ["--lstm-hidden", "8", "--transformer-window", "2", "0"]
+    args += ["--steps", "2", "--episodes", "2", "--out", str(tmp_path / "s")]
     main(args)
     cells = json.loads((tmp_path / "s" / "memory_sweep.json").read_text())["cells"]
-    assert [c["run"] for c in cells] == ["ttm_M2", "ttm_M4", "lstm_H8", "ttm-memoryless"]
+    runs = ["ttm_M2", "ttm_M4", "lstm_H8", "transformer_K2", "transformer_full", "ttm-memoryless"]
+    assert [c["run"] for c in cells] == runs
     by = {c["run"]: c for c in cells}
     # M adds state (M x D floats at D = 32) and almost no parameters; the LSTM carries (h, c)
     assert by["ttm_M4"]["state_floats"] == 2 * by["ttm_M2"]["state_floats"] == 4 * 32
@@ -166,6 +169,14 @@ def test_memory_sweep_trains_evaluates_and_resumes(tmp_path, capsys):
         < 0.02 * by["ttm_M2"]["parameters"]
     )
     assert by["lstm_H8"]["state_floats"] == 2 * 2 * 8
+    # the window is the only difference: same parameters; K=2 caches one step's keys and
+    # values, the full history has no fixed state
+    assert by["transformer_K2"]["parameters"] == by["transformer_full"]["parameters"]
+    assert by["transformer_full"]["state_floats"] is None
+    assert by["transformer_K2"]["state_floats"] > 0
+    cfgs = {r: json.loads((tmp_path / "s" / r / "checkpoints" / "last" / "config.json").read_text())
+            for r in ("transformer_K2", "transformer_full")}  # fmt: skip
+    assert [c["policy"]["transformer"]["window"] for c in cfgs.values()] == [2, None]
     for c in cells:
         ev = json.loads((tmp_path / "s" / c["run"] / "eval" / "eval.json").read_text())
         assert (c["successes"], c["episodes"]) == (ev["successes"], 2)
@@ -189,7 +200,7 @@ def test_memory_items_pools_sweeps_by_the_items_their_task_cues(tmp_path, capsys
             collect(Args(task="SequenceCue", out=data, episodes=4, env_kwargs=kwargs,
                          image_size=32, valid_fraction=0.25))  # fmt: skip
         main(["memory-sweep", "--dataset", str(data), "--ttm-memory", "2", "--lstm-hidden", "8",
-              "--no-memoryless", "--steps", "2", "--episodes", "2", "--out", str(tmp_path / out)])  # fmt: skip
+              "--transformer-window", "--no-memoryless", "--steps", "2", "--episodes", "2", "--out", str(tmp_path / out)])  # fmt: skip
         sweeps.append(str(tmp_path / out))
     main(["memory-items", "--sweeps", *sweeps, "--out", str(tmp_path / "items")])
     payload = json.loads((tmp_path / "items" / "memory_items.json").read_text())
@@ -207,7 +218,7 @@ def test_memory_items_pools_sweeps_by_the_items_their_task_cues(tmp_path, capsys
     pc = tmp_path / "pc.hdf5"
     collect(Args(task="PointCue", out=pc, episodes=4, seed=0, valid_fraction=0.25))
     main(["memory-sweep", "--dataset", str(pc), "--ttm-memory", "2", "--lstm-hidden", "8",
-          "--no-memoryless", "--steps", "2", "--episodes", "2", "--out", str(tmp_path / "pc")])  # fmt: skip
+          "--transformer-window", "--no-memoryless", "--steps", "2", "--episodes", "2", "--out", str(tmp_path / "pc")])  # fmt: skip
     with pytest.raises(SystemExit) as exit_:
         main(["memory-items", "--sweeps", str(tmp_path / "pc"), "--out", str(tmp_path / "x")])
     assert exit_.value.code == 2
