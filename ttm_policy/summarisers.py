@@ -32,10 +32,19 @@ class TokenLearner(nn.Module):
             nn.Linear(bottleneck, num_tokens),
         )
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        values: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, S, D) -> (B, K, D), weights (B, K, S). `values` (B, S, D): sum these instead
+        of x (the scores still come from x); `bias` (K, S): added to the scores."""
         scores = self.mlp(self.norm(x)).transpose(1, 2)  # (B, K, S)
+        if bias is not None:
+            scores = scores + bias
         weights = scores.float().softmax(dim=-1).to(x.dtype)  # softmax over the S input tokens
-        return weights @ x, weights  # (B, K, D), (B, K, S)
+        return weights @ (x if values is None else values), weights  # (B, K, D), (B, K, S)
 
 
 class TokenLearnerMHA(nn.Module):

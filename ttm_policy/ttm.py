@@ -78,6 +78,14 @@ class TTMConfig:
     """Mix the summariser's write into the old memory through a learned update gate (GRU
     style) instead of replacing it, so the memory holds a fact by default. Not with add-erase,
     which gates by itself."""
+    write_self_bias: float = 0.0
+    """Copy-biased write (not in the paper): a learned (M, M) bias on the write's scores for
+    the old memory tokens, starting at this value on the diagonal, so each slot starts by
+    copying itself; the position embeddings then steer the scores only, not the written
+    values (a slot that copies itself would otherwise add its embedding at every step).
+    0 = the official write, whose scores start uniform: measured on SequenceCue it puts
+    ~1/M of each slot's weight on itself and averages the slots into one (docs/results.md).
+    Only with the `tl` summariser."""
 
     def __post_init__(self):
         for name in ("dim", "memory_tokens", "read_tokens", "layers", "heads", "mlp_dim"):
@@ -92,6 +100,11 @@ class TTMConfig:
         if self.summariser not in Summariser.__args__:
             raise ValueError(
                 f"unknown summariser {self.summariser!r}; choose from {Summariser.__args__}"
+            )
+        if self.write_self_bias and (self.summariser != "tl" or self.memoryless):
+            raise ValueError(
+                f"TTMConfig(write_self_bias={self.write_self_bias}) needs the `tl` summariser "
+                f"and a memory, got summariser={self.summariser!r}, memoryless={self.memoryless}"
             )
         if self.write_gate and self.summariser == "add-erase":
             raise ValueError(
@@ -171,6 +184,8 @@ class TokenTuringMachine(nn.Module):
                 self.write = _make_summariser(cfg, None if N is None else M + R + N, M)
             if cfg.write_gate:
                 self.write_gate = GatedWrite(dim=D)
+            if cfg.write_self_bias:  # (M, M): new slot k's score bonus for old slot j
+                self.write_bias = nn.Parameter(torch.eye(M) * cfg.write_self_bias)
             if cfg.memory_init == "learned":
                 self.memory_init = nn.Parameter(torch.randn(M, D) * 0.02)
 
@@ -261,7 +276,14 @@ class TokenTuringMachine(nn.Module):
                     [memory + self.write_memory_pos, out_w + self.write_output_pos, inp_write],
                     dim=1,
                 )  # (B, M+R+N, D)
-                new_memory, write_w = self.write(write_in)  # (B, M, D)
+                if self.cfg.write_self_bias:  # scores from write_in, values without positions
+                    values = torch.cat([memory, out_w, tokens.to(memory.dtype)], dim=1)
+                    bias = nn.functional.pad(
+                        self.write_bias, (0, values.shape[1] - memory.shape[1])
+                    )
+                    new_memory, write_w = self.write(write_in, values=values, bias=bias)
+                else:
+                    new_memory, write_w = self.write(write_in)  # (B, M, D)
                 if self.cfg.write_gate:
                     new_memory, keep = self.write_gate.mix(memory, new_memory)  # (B, M, D) each
                     return out, new_memory, {"read": read_w, "write": write_w, "keep": keep}

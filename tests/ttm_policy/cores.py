@@ -22,6 +22,10 @@ def make_core(kind: str):
         return TokenTuringMachine(
             TTMConfig(memory_tokens=16, read_tokens=4, write_gate=True, **small)
         )
+    if kind == "ttm-copy":
+        return TokenTuringMachine(
+            TTMConfig(memory_tokens=16, read_tokens=4, write_self_bias=4.0, **small)
+        )
     if kind == "ttm-memoryless":
         return TokenTuringMachine(
             TTMConfig(memory_tokens=16, read_tokens=4, memoryless=True, **small)
@@ -37,5 +41,14 @@ def make_core(kind: str):
     raise ValueError(kind)
 
 
-RECURRENT = ["ttm", "ttm-gated", "lstm", "gru", "transformer", "transformer-full"]
-ALL = ["ttm", "ttm-gated", "ttm-memoryless", "lstm", "gru", "transformer", "transformer-full"]
+RECURRENT = ["ttm", "ttm-gated", "ttm-copy", "lstm", "gru", "transformer", "transformer-full"]
+ALL = [
+    "ttm",
+    "ttm-gated",
+    "ttm-copy",
+    "ttm-memoryless",
+    "lstm",
+    "gru",
+    "transformer",
+    "transformer-full",
+]

@@ -88,7 +88,9 @@ def train_recall(core, gen: torch.Generator, cues: torch.Tensor, iters: int = 15
 BLIND = ("ttm-memoryless", "transformer")  # cannot see t = 0 from t = 5 (window 4)
 
 
-@pytest.mark.parametrize("kind", ["ttm", "ttm-gated", "lstm", "gru", "transformer-full", *BLIND])
+@pytest.mark.parametrize(
+    "kind", ["ttm", "ttm-gated", "ttm-copy", "lstm", "gru", "transformer-full", *BLIND]
+)
 def test_memory_carries_a_cue_five_steps_back_to_the_answer(kind):
     """The answer at t = 5 depends on which of two cues was shown at t = 0 (distractors
     elsewhere). A core with memory, trained briefly, names it on fresh sequences, and swapping

@@ -192,19 +192,29 @@ def test_diverged_checkpoints_are_refused(stats, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "summariser,gate", [("tl-mha", False), ("linear", False), ("pool", False), ("tl", True)]
+    "summariser,gate,bias",
+    [
+        ("tl-mha", False, 0),
+        ("linear", False, 0),
+        ("pool", False, 0),
+        ("tl", True, 0),
+        ("tl", False, 4),
+    ],
 )
 def test_ablation_summarisers_export_with_a_dynamic_batch(
-    summariser, gate, episode, stats, tmp_path
+    summariser, gate, bias, episode, stats, tmp_path
 ):
     """The ablations once traced their batch size as a constant (`tl-mha`, `linear`) or had
-    no ONNX form (`pool`): they export like the rest and match PyTorch, as does the gated
-    write."""
+    no ONNX form (`pool`): they export like the rest and match PyTorch, as do the gated
+    and the copy-biased writes."""
     policy = tiny_policy("ttm", stats)
     N = policy.cfg.num_tokens  # `linear` mixes a fixed number of tokens
-    ttm = replace(policy.cfg.ttm, summariser=summariser, input_tokens=N, write_gate=gate)
+    ttm = replace(
+        policy.cfg.ttm, summariser=summariser, input_tokens=N, write_gate=gate,
+        write_self_bias=float(bias),
+    )  # fmt: skip
     policy = TTMPolicy(replace(policy.cfg, ttm=ttm), stats).eval()
-    out = export_tiny(tmp_path, policy, f"{summariser}{'-gated' if gate else ''}")
+    out = export_tiny(tmp_path, policy, f"{summariser}{'-gated' if gate else ''}{bias or ''}")
     spec = json.loads((out / SPEC_NAME).read_text())
     assert spec["export_check"]["batch"] == "dynamic"
     assert spec["export_check"]["batches"] == [1, 3]

@@ -125,9 +125,34 @@ def test_write_gate_interpolates_between_keeping_and_replacing_memory():
         torch.testing.assert_close(gated.step(tokens, memory)[1], replaced)
 
 
+def test_copy_biased_write_holds_each_slot_without_drift():
+    """write_self_bias starts each new slot copying its old slot (weight e^c / (e^c + S - 1)
+    at init, against ~1/S for the official write, whose slots average); the position
+    embeddings steer the scores only, so a slot that copies itself exactly (bias 50) keeps
+    its content over 100 steps instead of adding its embedding at every step."""
+    torch.manual_seed(0)
+    copy, plain = ttm(write_self_bias=4.0), ttm()
+    S = M + R + N
+    memory = torch.randn(3, M, D)
+    with torch.no_grad():
+        tokens = torch.randn(3, N, D)
+        own = torch.arange(M)
+        w_copy = copy.step_with_weights(tokens, memory)[2]["write"][:, own, own]
+        w_plain = plain.step_with_weights(tokens, memory)[2]["write"][:, own, own]
+        assert w_copy.mean() > 0.5 > 3 / S > w_plain.mean()
+        copy.write_bias.fill_(0.0)
+        copy.write_bias += torch.eye(M) * 50.0
+        held = memory
+        for _ in range(100):
+            held = copy.step(torch.randn(3, N, D), held)[1]
+        torch.testing.assert_close(held, memory)
+
+
 @pytest.mark.parametrize(
     "kw,match",
     [
+        (dict(write_self_bias=4.0, summariser="add-erase"), "needs the `tl` summariser"),
+        (dict(write_self_bias=4.0, memoryless=True), "needs the `tl` summariser"),
         (dict(write_gate=True, summariser="add-erase"), "already gates"),
         (dict(dim=30, heads=4), "divisible"),
         (dict(summariser="linear", input_tokens=None), "input_tokens"),
