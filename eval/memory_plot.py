@@ -265,6 +265,21 @@ class Args:
     the last."""
 
 
+def write_summary(trace: dict) -> dict[str, list[float]]:
+    """Per memory slot, averaged over the episode's steps: `self_copy`, the write's weight on
+    the slot's own old content (1 holds it; the official write starts near 1/(M+R+N)), and
+    `old_memory`, its weight on all old slots together (the rest comes from this step's
+    outputs and inputs). A write whose `self_copy` is near 1/M while `old_memory` is high
+    averages the slots into one: the memory then keeps one blurred summary, not M items."""
+    M = trace["segments"]["memory"]
+    w = trace["write"]  # (T, M, M+R+N)
+    own = np.arange(M)
+    return {
+        "self_copy": [round(float(x), 4) for x in w[:, own, own].mean(0)],
+        "old_memory": [round(float(x), 4) for x in w[:, :, :M].sum(-1).mean(0)],
+    }
+
+
 def _json_matrix(a: np.ndarray) -> list[list[float | None]]:
     """Rows of floats to 4 places, NaN as null (JSON has no NaN)."""
     return [[None if np.isnan(x) else round(float(x), 4) for x in row] for row in a]
@@ -306,6 +321,7 @@ def main() -> None:
         )
         entry = {"plot": str(p), "steps": len(tr["read"]), "success": tr["success"]}
         entry["cue_windows"] = tr["cue_windows"]
+        entry["write"] = write_summary(tr)
         if len(tr["cue_windows"]) > 1:
             maps = item_memory_map(tr)
             entry["items_plot"] = str(
@@ -314,7 +330,12 @@ def main() -> None:
             entry["progress"] = int(tr["progress"].max(initial=0))
             entry |= {k: _json_matrix(v) for k, v in maps.items()}
         summary[f"cue{cue}"] = entry
-        print(f"cue {cue}: {len(tr['read'])} steps, success={tr['success']}, plot {p}")
+        ws = entry["write"]
+        print(
+            f"cue {cue}: {len(tr['read'])} steps, success={tr['success']}, plot {p}; the write "
+            f"keeps {np.mean(ws['self_copy']):.2f} of each slot per step (1/M = "
+            f"{1 / len(ws['self_copy']):.2f}), {np.mean(ws['old_memory']):.2f} from old memory"
+        )
     env.close()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "memory_trace.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -3,6 +3,7 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 import envs
 from eval.memory_plot import item_memory_map, plot_items, plot_trace, trace_episode
@@ -16,7 +17,7 @@ STATS = {
 }
 
 
-def tiny_policy(core: str = "ttm", write_gate: bool = False) -> TTMPolicy:
+def tiny_policy(core: str = "ttm", write_gate: bool = False, self_bias: float = 0.0) -> TTMPolicy:
     cfg = PolicyConfig(
         obs_keys=("agentview_image", "robot0_eef_pos"),
         image_size=48,
@@ -32,6 +33,7 @@ def tiny_policy(core: str = "ttm", write_gate: bool = False) -> TTMPolicy:
             heads=4,
             mlp_dim=64,
             write_gate=write_gate,
+            write_self_bias=self_bias,
         ),
         core=core,
     )
@@ -51,6 +53,23 @@ def test_trace_of_a_real_episode(tmp_path):
     assert len(tr["input_labels"]) == N
     png = plot_trace(tr, tmp_path / "m.png", shade=(0, 5))
     assert png.stat().st_size > 20_000
+
+
+def test_write_summary_tells_an_averaging_write_from_one_that_holds():
+    """On a real PointCue episode: the official write (untrained) spreads each slot over
+    every token, about 1/(M+R+N) on itself and M/(M+R+N) on old memory together; the
+    copy-biased write (bias 8) keeps nearly all of each slot."""
+    from eval.memory_plot import write_summary
+
+    M, R, N = 8, 4, 5
+    env = gym.make(envs.task_id("PointCue"), max_steps=20)
+    torch.manual_seed(0)
+    plain = write_summary(trace_episode(tiny_policy(), env, seed=0, options={"cue": 0}))
+    held = write_summary(trace_episode(tiny_policy(self_bias=8.0), env, seed=0))
+    assert len(plain["self_copy"]) == len(held["old_memory"]) == M
+    assert np.mean(plain["self_copy"]) == pytest.approx(1 / (M + R + N), rel=0.5)
+    assert np.mean(plain["old_memory"]) == pytest.approx(M / (M + R + N), rel=0.3)
+    assert min(held["self_copy"]) > 0.9
 
 
 def test_trace_needs_a_ttm_with_memory():
