@@ -7,7 +7,10 @@ convex combination of [old memory ‖ outputs ‖ inputs]. Its weights on the ol
 transfer matrix A_t (B, M, M); the product A_{t+k} ... A_{t+1} says how much of the memory
 at step t is still in memory k steps later through the direct write path. At initialisation
 the softmax spreads each slot over all M+R+N tokens, so a written token fades geometrically,
-roughly by M / (M+R+N) per step; training has to learn to keep it.
+roughly by M / (M+R+N) per step; training has to learn to keep it. At the `cpu` recipe's
+budget it does not (docs/results.md, "the write averages the slots"): each slot ends up with
+~1/M of its weight on itself and the memory is one blurred average; `TTMConfig.
+write_self_bias` starts the write copying each slot instead.
 """
 
 from __future__ import annotations
