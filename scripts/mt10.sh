@@ -8,14 +8,15 @@
 # cameras at 64 px, hand position and gripper as proprioception), and every core of CORES
 # trains on them at the same STEPS and is evaluated over 50 seeded episodes
 # (`ttm-bench results --task MW-<task> --delays`; the single-task table is OUT/results.md).
-# Then one multi-task TTM trains on all ten files together (a learned per-task FiLM) for
-# MULTI_STEPS, by default ten times STEPS: the same total training as the ten single-task
-# TTMs at the same batch, and `ttm-eval` with no --task evaluates it on every task
+# Then one multi-task TTM trains on all the tasks' files together (a learned per-task FiLM)
+# for MULTI_STEPS, by default STEPS times the number of tasks: the same total training as
+# the single-task TTMs at the same batch, and `ttm-eval` with no --task evaluates it on every task
 # (OUT/multitask/eval/eval.json: per-task success and their mean).
 #
 # Environment: STEPS (default: the recipe's), EPISODES (default 100), CORES (default "ttm
 # ttm-memoryless lstm"), MULTI_STEPS, THREADS (torch threads per job, default 1),
-# EVAL_EPISODES (default 50; a smoke run: EPISODES=4 STEPS=2 EVAL_EPISODES=1).
+# EVAL_EPISODES (default 50), TASKS (default the ten; a smoke run: TASKS="reach push"
+# EPISODES=4 STEPS=2 EVAL_EPISODES=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-runs/mt10}"
@@ -25,7 +26,7 @@ read -r -a CORES <<< "${CORES:-ttm ttm-memoryless lstm}"
 export MUJOCO_GL="${MUJOCO_GL:-egl}" WANDB_MODE="${WANDB_MODE:-offline}"
 export OMP_NUM_THREADS="${THREADS:-1}"
 BIN=.venv/bin
-TASKS=$("$BIN/python" -c "import envs; print(' '.join(envs.METAWORLD_MT10))")
+TASKS="${TASKS:-$("$BIN/python" -c "import envs; print(' '.join(envs.METAWORLD_MT10))")}"
 STEPS_FLAG=()
 [ -n "${STEPS:-}" ] && STEPS_FLAG=(--steps "$STEPS")
 
@@ -36,7 +37,8 @@ done
 
 # The multi-task TTM: the ten demonstration files, one policy told the task by name.
 STEPS_ONE="${STEPS:-$("$BIN/python" -c "from train.presets import preset; print(preset('cpu').steps)")}"
-MULTI_STEPS="${MULTI_STEPS:-$((10 * STEPS_ONE))}"
+N_TASKS=$(wc -w <<< "$TASKS")
+MULTI_STEPS="${MULTI_STEPS:-$((N_TASKS * STEPS_ONE))}"
 DATA=()
 for t in $TASKS; do DATA+=("$OUT/MW-$t/demos.hdf5"); done
 RUN="$OUT/multitask"
