@@ -262,7 +262,9 @@ class Args:
     """Scene seed; every cue is run on the same scene (and the policy's draws seeded by it)."""
     cues: tuple[int, ...] | None = None
     """Cue indices to run; default: every cue of a task with at most 4, else the first and
-    the last."""
+    the last. A task without cues runs one episode."""
+    max_steps: int | None = None
+    """Stop each episode after this many steps; default: when the env ends it."""
 
 
 def write_summary(trace: dict) -> dict[str, list[float]]:
@@ -302,22 +304,26 @@ def main() -> None:
     policy = TTMPolicy.from_pretrained(args.checkpoint)
     torch.set_num_threads(1)
     env = make_env(args)
-    n_cues = int(_task_attr(env, "cues") or 1)
-    cues = (
-        args.cues
-        if args.cues is not None
-        else (tuple(range(n_cues)) if n_cues <= 4 else (0, n_cues - 1))
-    )
+    n_cues = _task_attr(env, "cues")
+    if n_cues is None:  # no cue to choose: one episode, no reset options
+        cues: tuple[int | None, ...] = (None,)
+    elif args.cues is not None:
+        cues = args.cues
+    else:
+        cues = tuple(range(n_cues)) if n_cues <= 4 else (0, n_cues - 1)
     name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
     summary = {}
     for cue in cues:
         torch.manual_seed(args.seed)
-        tr = trace_episode(policy, env, args.seed, options={"cue": cue})
+        options = None if cue is None else {"cue": cue}
+        tr = trace_episode(policy, env, args.seed, options=options, max_steps=args.max_steps)
+        key = "episode" if cue is None else f"cue{cue}"
         p = plot_trace(
             tr,
-            args.out / f"memory_cue{cue}.png",
+            args.out / ("memory.png" if cue is None else f"memory_cue{cue}.png"),
             tr["cue_windows"] or None,
-            title=f"{name}, cue {cue} (shaded: cue shown), success={tr['success']}",
+            title=f"{name}{'' if cue is None else f', cue {cue} (shaded: cue shown)'}, "
+            f"success={tr['success']}",
         )
         entry = {"plot": str(p), "steps": len(tr["read"]), "success": tr["success"]}
         entry["cue_windows"] = tr["cue_windows"]
@@ -329,10 +335,10 @@ def main() -> None:
             )
             entry["progress"] = int(tr["progress"].max(initial=0))
             entry |= {k: _json_matrix(v) for k, v in maps.items()}
-        summary[f"cue{cue}"] = entry
+        summary[key] = entry
         ws = entry["write"]
         print(
-            f"cue {cue}: {len(tr['read'])} steps, success={tr['success']}, plot {p}; the write "
+            f"{key}: {len(tr['read'])} steps, success={tr['success']}, plot {p}; the write "
             f"keeps {np.mean(ws['self_copy']):.2f} of each slot per step (1/M = "
             f"{1 / len(ws['self_copy']):.2f}), {np.mean(ws['old_memory']):.2f} from old memory"
         )

@@ -134,6 +134,37 @@ def test_cli_runs_the_checkpoints_env_for_each_cue(tmp_path):
         make_env(Args(checkpoint=tmp_path))
 
 
+def test_cli_on_a_task_without_cues_runs_one_episode(tmp_path, monkeypatch, capsys):
+    """Meta-World reach has no cue: one episode (no reset options, which such envs refuse),
+    stopped at --max-steps, its plot `memory.png` and the write's summary in the JSON."""
+    import json
+    import sys
+    from dataclasses import replace
+
+    from eval.memory_plot import main
+
+    pytest.importorskip("metaworld")
+    base = tiny_policy()
+    cfg = replace(
+        base.cfg, obs_keys=("corner_image", "robot0_eef_pos"), image_size=64, crop_size=60,
+        action_dim=4,
+    )  # fmt: skip
+    stats = {**STATS, "action/min": -np.ones(4, np.float32), "action/max": np.ones(4, np.float32)}
+    ckpt = tmp_path / "ckpt"
+    TTMPolicy(cfg, stats).save_pretrained(ckpt)
+    out = tmp_path / "intro"
+    monkeypatch.setattr(
+        sys, "argv", ["memory_plot", "--checkpoint", str(ckpt), "--task", "MW-reach",
+                      "--max-steps", "6", "--out", str(out)],
+    )  # fmt: skip
+    main()
+    trace = json.loads((out / "memory_trace.json").read_text())
+    assert list(trace) == ["episode"] and trace["episode"]["steps"] == 6
+    assert len(trace["episode"]["write"]["self_copy"]) == 8
+    assert (out / "memory.png").stat().st_size > 10_000
+    assert "episode: 6 steps" in capsys.readouterr().out
+
+
 def test_a_gated_write_counts_only_what_the_gate_lets_through():
     env = gym.make(envs.task_id("SequenceCue"), image_size=48)
     tr = trace_episode(tiny_policy(write_gate=True), env, seed=0, options={"cue": 0})
