@@ -131,6 +131,33 @@ def test_windowed_transformer_forgets_beyond_its_window():
     torch.testing.assert_close(a[:, 4:], b[:, 4:], atol=0, rtol=0)
 
 
+def test_full_history_cache_drops_finished_episodes_when_streamed_in_pieces():
+    """Training streams episode after episode through a batch row, in pieces, carrying the
+    state. The full-history cache keeps only steps some row can still attend to: with both
+    rows' episodes 7 steps long, it stays within one episode (not 40 steps), and every piece's
+    outputs equal those of each episode run from a fresh cache."""
+    core = make_core("transformer-full").eval()
+    B, L, pieces, T = 2, 7, 8, 5  # 40 steps: episodes start every 7 steps, row 1 three later
+    x = torch.randn(B, pieces * T, N, D)
+    starts = torch.zeros(B, pieces * T, dtype=torch.bool)
+    starts[0, ::L] = True
+    starts[1, 3::L] = True
+    state, outs, sizes = None, [], []
+    with torch.no_grad():
+        for p in range(pieces):
+            sl = slice(p * T, (p + 1) * T)
+            out, state = core(x[:, sl], state, reset=starts[:, sl])
+            outs.append(out)
+            sizes.append(state[0].shape[3] // N)  # cached steps
+        outs = torch.cat(outs, 1)
+        assert max(sizes) <= 2 * L and sizes[-1] < pieces * T
+        for b in range(B):
+            bounds = [*starts[b].nonzero().flatten().tolist(), pieces * T]
+            for s, e in zip(bounds[:-1], bounds[1:]):
+                fresh = core(x[b : b + 1, s:e])[0]
+                torch.testing.assert_close(outs[b : b + 1, s:e], fresh, atol=1e-5, rtol=1e-5)
+
+
 # The window-4 Transformer has no path from step 0 to step 19.
 @pytest.mark.parametrize("kind", ["ttm", "ttm-gated", "lstm", "gru", "transformer-full"])
 def test_gradient_reaches_step_zero_and_bptt_cuts_it(kind):
