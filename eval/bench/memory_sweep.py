@@ -132,16 +132,21 @@ def success_vs_parameters(path: Path, rows: list[dict], title: str) -> Path:
     width or window K). The full-history Transformer's state grows with the episode: it is on
     the parameters panel only."""
     fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4))
+    names = list(dict.fromkeys(r.get("series", r["core"]) for r in rows))
+    color = {name: f"C{i}" for i, name in enumerate(names)}  # one colour per core, both panels
     for ax, key, label in zip(
         axes, ("parameters", "state_floats"), ("parameters", "state carried (floats)")
     ):
-        for series in dict.fromkeys(r.get("series", r["core"]) for r in rows):
+        for series in names:
             rs = [r for r in rows if r.get("series", r["core"]) == series and r[key] is not None]
             if not rs:
                 continue
             rs.sort(key=lambda r: r[key])
             xs, ys = [r[key] for r in rs], [r["success_rate"] for r in rs]
-            ax.errorbar(xs, ys, yerr=wilson_yerr(rs), marker="o", capsize=3, label=series)
+            ax.errorbar(
+                xs, ys, yerr=wilson_yerr(rs), marker="o", capsize=3, label=series,
+                color=color[series],
+            )  # fmt: skip
             for x, y, r in zip(xs, ys, rs):
                 if r["size"] is not None:
                     ax.annotate(str(r["size"]), (x, y), textcoords="offset points", xytext=(4, 4))
