@@ -271,14 +271,19 @@ def write_summary(trace: dict) -> dict[str, list[float]]:
     """Per memory slot, averaged over the episode's steps: `self_copy`, the write's weight on
     the slot's own old content (1 holds it; the official write starts near 1/(M+R+N)), and
     `old_memory`, its weight on all old slots together (the rest comes from this step's
-    outputs and inputs). A write whose `self_copy` is near 1/M while `old_memory` is high
+    outputs and inputs); with the gated write, counting what the gate keeps (channel mean). A write whose `self_copy` is near 1/M while `old_memory` is high
     averages the slots into one: the memory then keeps one blurred summary, not M items."""
     M = trace["segments"]["memory"]
     w = trace["write"]  # (T, M, M+R+N)
     own = np.arange(M)
+    keep = trace.get("keep", np.zeros(w.shape[:2], np.float32))  # (T, M); 0 without a gate
+    # With the gated write a slot keeps `keep` of itself directly and the summary's share of
+    # the rest: memory' = keep * memory + (1 - keep) * summary (per channel; mean here).
+    self_copy = keep + (1 - keep) * w[:, own, own]
+    old = keep + (1 - keep) * w[:, :, :M].sum(-1)
     return {
-        "self_copy": [round(float(x), 4) for x in w[:, own, own].mean(0)],
-        "old_memory": [round(float(x), 4) for x in w[:, :, :M].sum(-1).mean(0)],
+        "self_copy": [round(float(x), 4) for x in self_copy.mean(0)],
+        "old_memory": [round(float(x), 4) for x in old.mean(0)],
     }
 
 
