@@ -70,6 +70,11 @@ def test_write_summary_tells_an_averaging_write_from_one_that_holds():
     assert np.mean(plain["self_copy"]) == pytest.approx(1 / (M + R + N), rel=0.5)
     assert np.mean(plain["old_memory"]) == pytest.approx(M / (M + R + N), rel=0.3)
     assert min(held["self_copy"]) > 0.9
+    gated_policy = tiny_policy(write_gate=True)  # a gate forced to keep: the slot is held
+    with torch.no_grad():
+        gated_policy.core.write_gate.gate.bias.fill_(50.0)
+    gated = write_summary(trace_episode(gated_policy, env, seed=0, options={"cue": 0}))
+    assert min(gated["self_copy"]) > 0.99 and min(gated["old_memory"]) > 0.99
 
 
 def test_trace_needs_a_ttm_with_memory():
