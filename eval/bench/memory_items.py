@@ -111,12 +111,17 @@ def pooled(rows: list[dict]) -> list[dict]:
 def success_vs_items(path: Path, rows: list[dict]) -> Path:
     """Success (Wilson interval) of the pooled points against bits to remember, one line per
     cell name; the x ticks name the items and pads of each task."""
-    fig, ax = _pyplot().subplots(figsize=(7, 4))
-    for name in dict.fromkeys(r["run"] for r in rows):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = sorted(dict.fromkeys(r["run"] for r in rows))  # a core's sizes side by side
+    for i, name in enumerate(names):
         rs = sorted((r for r in rows if r["run"] == name), key=lambda r: r["bits"])
         xs, ys = [r["bits"] for r in rs], [r["success_rate"] for r in rs]
         params = f"{rs[0]['parameters'] / 1000:.1f}k"
-        ax.errorbar(xs, ys, yerr=wilson_yerr(rs), marker="o", capsize=3, label=f"{name} ({params})")
+        ax.errorbar(
+            xs, ys, yerr=wilson_yerr(rs), marker="o", capsize=3, label=f"{name} ({params})",
+            color=plt.cm.tab20(i % 20),  # distinct beyond the default cycle's ten colours
+        )  # fmt: skip
     ticks = {r["bits"]: f"{r['n_items']} of {r['n_goals']}\n{r['bits']:.1f} bits" for r in rows}
     ax.set_xticks(list(ticks), list(ticks.values()))
     ax.set_ylim(-0.03, 1.03)
