@@ -271,8 +271,9 @@ def write_summary(trace: dict) -> dict[str, list[float]]:
     """Per memory slot, averaged over the episode's steps: `self_copy`, the write's weight on
     the slot's own old content (1 holds it; the official write starts near 1/(M+R+N)), and
     `old_memory`, its weight on all old slots together (the rest comes from this step's
-    outputs and inputs); with the gated write, counting what the gate keeps (channel mean). A write whose `self_copy` is near 1/M while `old_memory` is high
-    averages the slots into one: the memory then keeps one blurred summary, not M items."""
+    outputs and inputs); with the gated write, counting what the gate keeps (channel mean).
+    A write whose `self_copy` is near 1/M while `old_memory` is high averages the slots into
+    one: the memory then keeps one blurred summary, not M items."""
     M = trace["segments"]["memory"]
     w = trace["write"]  # (T, M, M+R+N)
     own = np.arange(M)

@@ -9,8 +9,9 @@ at step t is still in memory k steps later through the direct write path. At ini
 the softmax spreads each slot over all M+R+N tokens, so a written token fades geometrically,
 roughly by M / (M+R+N) per step; training has to learn to keep it. At the `cpu` recipe's
 budget it does not (docs/results.md, "the write averages the slots"): each slot ends up with
-~1/M of its weight on itself and the memory is one blurred average; `TTMConfig.
-write_self_bias` starts the write copying each slot instead.
+~1/M of its weight on itself and the memory is one blurred average. `TTMConfig.
+write_self_bias` starts the write copying each slot (it holds them, and measured on
+SequenceCue does not help); `TTMConfig.write_gate` decides per slot what to keep (it does).
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ the LSTM at several hidden widths with the default recipe otherwise (`ttm-train 
 demonstrations, steps and batch for every cell), the causal Transformer over a window of
 steps and over the full history (`--policy transformer --model.transformer.window K`; the
 full history is the perfect-memory anchor whose cost grows with the episode), plus the
-memory-less TTM as the floor, and evaluate each over the same seeded episodes. Writes `memory_sweep.json` (per cell: parameters,
-successes, Wilson interval, training wall time) and `memory_sweep.png` (success against
-parameters, one line per core): the figure that shows what a set of memory tokens buys per
-parameter. Finished cells are reused, so an interrupted sweep resumes.
+memory-less TTM as the floor, and evaluate each over the same seeded episodes. Writes
+`memory_sweep.json` (per cell: parameters, successes, Wilson interval, training wall time)
+and `memory_sweep.png` (success against parameters, one line per core): the figure that
+shows what a set of memory tokens buys per parameter. Finished cells are reused, so an interrupted sweep resumes.
 """
 
 from __future__ import annotations

@@ -41,7 +41,6 @@ def make_core(kind: str):
     raise ValueError(kind)
 
 
-RECURRENT = ["ttm", "ttm-gated", "ttm-copy", "lstm", "gru", "transformer", "transformer-full"]
 ALL = [
     "ttm",
     "ttm-gated",
