@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 import envs
 from envs import gl
-from envs.env_args import make_from_env_args, make_on_egl_device
+from envs.env_args import ROBOSUITE_TYPE, make_from_env_args, make_on_egl_device
 
 SEED_STRIDE = 100003  # a prime: the seeds of base seeds s and s+1 never overlap for < 1e5 episodes
 
@@ -179,6 +179,21 @@ def check_compatible(policy: Any, obs: dict[str, np.ndarray], where: str) -> Non
             raise RolloutError(
                 f"{where}: {key} has shape {obs[key].shape[1:]}, the policy expects ({cfg.lowdim_dims[key]},)"
             )
+
+
+def cameras_read(
+    cfg: Any, env_args: dict[str, Any], overrides: dict[str, Any], video_key: str | None
+) -> dict[str, Any]:
+    """`overrides` with a robosuite env rendering only the cameras the policy reads (and the
+    video's): a policy trained on one camera of a two-camera dataset does not pay for the
+    other's frames. Each camera renders on its own, so the frames are the same either way.
+    Unchanged where the caller chose `cameras`, for other envs, or a policy without a `cfg`."""
+    keys = tuple(getattr(cfg, "camera_keys", ()) or ())
+    if not keys or "cameras" in overrides or env_args.get("type") != ROBOSUITE_TYPE:
+        return overrides
+    keys += (video_key,) if video_key and video_key not in keys else ()
+    suffix = "_image"
+    return {**overrides, "cameras": [k[: -len(suffix)] for k in keys if k.endswith(suffix)]}
 
 
 def _cuda_devices(policy: Any) -> int:
@@ -323,12 +338,12 @@ def run_rollouts(
     `env_args` (robomimic's, as a dataset or checkpoint stores them); returns the eval.json
     fields (videos go to `out` when `video` > 0). Env i renders on the EGL device of CUDA
     device i % (CUDA devices) for a policy on CUDA (through CUDA_VISIBLE_DEVICES)."""
-    overrides = overrides or {}
+    cfg = getattr(policy, "cfg", None)
+    camera = video_camera or (cfg.camera_keys[0] if cfg is not None and cfg.camera_keys else None)
+    overrides = cameras_read(cfg, env_args, overrides or {}, camera)
     n_gpu = _cuda_devices(policy)
     egl = [gl.egl_device(i % n_gpu) if n_gpu else None for i in range(envs)]
     fns = [functools.partial(make_on_egl_device, d, env_args, overrides) for d in egl]
-    cfg = getattr(policy, "cfg", None)
-    camera = video_camera or (cfg.camera_keys[0] if cfg is not None and cfg.camera_keys else None)
     where = f"env {env_args.get('env_name')}"
     run = run_episodes(
         policy,

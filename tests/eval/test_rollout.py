@@ -125,3 +125,50 @@ def test_rollout_seeds_the_policys_draws_and_restores_the_callers_generator():
     assert first.shape == (10, 7)
     np.testing.assert_array_equal(actions(4), first)  # whatever ran before, the same draws
     assert not np.array_equal(actions(5), first)  # another seed, other draws
+
+
+class RecordsFrames:
+    """A one-env policy that reads only `agentview_image` (as a `cfg` declares) and keeps
+    every observation it is given; holds still."""
+
+    class cfg:  # what `envs.rollout` reads of a policy's config
+        obs_keys = ("agentview_image",)
+        camera_keys = ("agentview_image",)
+        lowdim_keys = ()
+        image_size = 32
+        core = "none"
+
+    def __init__(self):
+        self.seen: list[dict] = []
+
+    def reset(self, mask=None):
+        pass
+
+    def select_action(self, obs):
+        self.seen.append({k: np.array(v) for k, v in obs.items()})
+        return np.zeros((1, 7))
+
+
+def test_robosuite_evaluation_renders_only_the_cameras_the_policy_reads():
+    """A policy of one camera on a two-camera dataset's env: the env renders that camera alone
+    (half the frames), and its frames are the ones the two-camera env gives."""
+    from envs.robosuite_tasks import LiftEnv
+    from envs.rollout import run_rollouts
+
+    both = LiftEnv(cameras=("agentview", "robot0_eye_in_hand"), image_size=32, horizon=4)
+    args = both.env_args()
+    policy = RecordsFrames()
+    report = run_rollouts(policy, args, episodes=1, seed=3)
+    assert report["env_overrides"] == {"cameras": ["agentview"]}
+    assert all("robot0_eye_in_hand_image" not in o for o in policy.seen)
+    obs, _ = both.reset(seed=episode_seed(3, 0))
+    frames = [obs["agentview_image"]]
+    for _ in range(len(policy.seen) - 1):
+        obs, *_ = both.step(np.zeros(7))
+        frames.append(obs["agentview_image"])
+    assert len(policy.seen) == 4
+    for seen, frame in zip(policy.seen, frames, strict=True):
+        np.testing.assert_array_equal(seen["agentview_image"][0], frame)
+    # What the caller chose stands.
+    chosen = run_rollouts(RecordsFrames(), args, episodes=1, overrides={"cameras": ["agentview"]})
+    assert chosen["env_overrides"] == {"cameras": ["agentview"]}
