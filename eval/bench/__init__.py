@@ -11,6 +11,7 @@ Subcommands, one module each (all report through `eval.bench.report`):
   rollout-throughput  env steps/s in vector envs with 1, 2, 4 envs, with and without images
   memory-sweep  success against parameters: TTM memory sizes vs LSTM widths on one dataset
   memory-items  success against the number of items to remember, across memory sweeps
+  observation-cost  training, control and simulation time per image size and camera set
 
 Benchmarks report medians and ratios; nothing here asserts a speed (the machine is shared).
 """
@@ -26,6 +27,7 @@ from eval.bench.compare import Compare
 from eval.bench.control_latency import ControlLatency
 from eval.bench.memory_items import MemoryItems
 from eval.bench.memory_sweep import MemorySweep
+from eval.bench.observation_cost import ObservationCost
 from eval.bench.recall import Recall
 from eval.bench.results import Results
 from eval.bench.rollout_throughput import RolloutThroughput
@@ -44,6 +46,7 @@ Command = (
     | Annotated[RuntimeLatency, tyro.conf.subcommand("runtime-latency")]
     | Annotated[MemorySweep, tyro.conf.subcommand("memory-sweep")]
     | Annotated[MemoryItems, tyro.conf.subcommand("memory-items")]
+    | Annotated[ObservationCost, tyro.conf.subcommand("observation-cost")]
 )
 
 

@@ -42,20 +42,9 @@ class TrainThroughput:
     """Where train_throughput.json goes."""
 
     def run(self) -> dict:
-        from train.data import (
-            ChunkDataset,
-            DataConfig,
-            EpisodeStreams,
-            StepBatchSampler,
-            compute_stats,
-            is_image_key,
-            load_demos,
-            make_dataset,
-            trim_padding,
-        )
+        from train.data import is_image_key, load_demos
         from train.presets import preset
-        from train.train import crop_side, infer_obs_keys, train_step
-        from ttm_policy import TTMPolicy
+        from train.train import infer_obs_keys
 
         torch.manual_seed(0)
         torch.set_num_threads(self.threads)
@@ -63,7 +52,6 @@ class TrainThroughput:
         demos = load_demos(str(self.dataset), keys, "all")
         images = sum(is_image_key(k) for k in keys)
         size = next((demos.obs_shapes[k][0] for k in keys if is_image_key(k)), 84)
-        device = torch.device(self.device)
         # ttm-train's settings for its step (lr schedule, gradient clip, model) in this preset
         train_cfg = preset(self.preset, dataset=self.dataset, steps=self.steps + 2)
         if self.batch_size:
@@ -73,43 +61,10 @@ class TrainThroughput:
         if self.chunk is not None:
             train_cfg.chunk = self.chunk
         batch_size, chunk = train_cfg.batch_size, train_cfg.chunk
-        if chunk:  # ttm-train's samples: pieces of the lanes' episodes, memory carried
-            data = ChunkDataset(demos, chunk)
-            sampler = EpisodeStreams(demos.lengths, batch_size, chunk)
-        else:
-            data = make_dataset(DataConfig(path=str(self.dataset), obs_keys=keys), demos)
-            sampler = StepBatchSampler(len(data), batch_size)
-        crop = crop_side(train_cfg.crop, size)
-        results = {}
-        for core in tqdm(self.cores, desc="train-throughput", unit="core"):
-            cfg = replace(
-                train_cfg.model, obs_keys=keys, image_size=size, crop_size=crop, core=core
-            )
-            policy = TTMPolicy(cfg, compute_stats(demos)).to(device).train()
-            opt = torch.optim.AdamW(policy.parameters(), lr=train_cfg.lr)
-            times, frames, memory = [], [], None
-            for i in range(self.steps + 2):
-                batch = trim_padding(
-                    torch.utils.data.default_collate([data[j] for j in sampler.batch(i)])
-                )
-                frames.append(int(batch["mask"].sum()))
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                # ttm-train's own step: lr, bf16 autocast on cuda, backward, clip, AdamW
-                _, memory = train_step(policy, policy, opt, batch, i, train_cfg, None, memory)
-                memory = memory if chunk else None
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                times.append(time.perf_counter() - t0)
-            dt, total = statistics.median(times[2:]), sum(times[2:])
-            results[core] = {
-                "parameters": policy.num_parameters(),
-                "median_step_s": dt,
-                "samples_per_s": batch_size * self.steps / total,
-                "frames_per_s": sum(frames[2:]) / total,
-                "images_per_s": sum(frames[2:]) * images / total,
-            }
+        results = {
+            core: time_training(demos, keys, train_cfg, core, self.steps, self.device)
+            for core in tqdm(self.cores, desc="train-throughput", unit="core")
+        }
         rows_are = f"{chunk}-step pieces" if chunk else "episodes"
         where = f"preset {self.preset}, batch {batch_size} x {rows_are}"
         print(
@@ -127,3 +82,65 @@ class TrainThroughput:
         title = f"BC training throughput on {self.device}, {where}"
         png = bar_png(self.out / "train_throughput.png", bars, "camera images / s", title)
         return report(self.out, "train_throughput", config_strings(self), (png,), results=results)
+
+
+def time_training(
+    demos, keys: tuple[str, ...], train_cfg, core: str, steps: int, device: str
+) -> dict:
+    """`steps` of ttm-train's own step (after 2 warm-up steps) for `core` on `demos` read
+    through `keys`, at `train_cfg`'s batch, pieces and crop: parameters, the median s/step,
+    samples/s, frames/s (real, unpadded steps) and images/s."""
+    from train.data import (
+        ChunkDataset,
+        DataConfig,
+        EpisodeStreams,
+        StepBatchSampler,
+        compute_stats,
+        is_image_key,
+        make_dataset,
+        trim_padding,
+    )
+    from train.train import crop_side, train_step
+    from ttm_policy import TTMPolicy
+
+    torch.manual_seed(0)
+    batch_size, chunk = train_cfg.batch_size, train_cfg.chunk
+    if chunk:  # ttm-train's samples: pieces of the lanes' episodes, memory carried
+        data = ChunkDataset(demos, chunk)
+        sampler = EpisodeStreams(demos.lengths, batch_size, chunk)
+    else:
+        data = make_dataset(DataConfig(path=demos.path, obs_keys=keys), demos)
+        sampler = StepBatchSampler(len(data), batch_size)
+    images = sum(is_image_key(k) for k in keys)
+    size = next((demos.obs_shapes[k][0] for k in keys if is_image_key(k)), 84)
+    cfg = replace(
+        train_cfg.model,
+        obs_keys=keys,
+        image_size=size,
+        crop_size=crop_side(train_cfg.crop, size),
+        core=core,
+    )
+    dev = torch.device(device)
+    policy = TTMPolicy(cfg, compute_stats(demos)).to(dev).train()
+    opt = torch.optim.AdamW(policy.parameters(), lr=train_cfg.lr)
+    times, frames, memory = [], [], None
+    for i in range(steps + 2):
+        batch = trim_padding(torch.utils.data.default_collate([data[j] for j in sampler.batch(i)]))
+        frames.append(int(batch["mask"].sum()))
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        # ttm-train's own step: lr, bf16 autocast on cuda, backward, clip, AdamW
+        _, memory = train_step(policy, policy, opt, batch, i, train_cfg, None, memory)
+        memory = memory if chunk else None
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    total = sum(times[2:])
+    return {
+        "parameters": policy.num_parameters(),
+        "median_step_s": statistics.median(times[2:]),
+        "samples_per_s": batch_size * steps / total,
+        "frames_per_s": sum(frames[2:]) / total,
+        "images_per_s": sum(frames[2:]) * images / total,
+    }

@@ -223,3 +223,37 @@ def test_memory_items_pools_sweeps_by_the_items_their_task_cues(tmp_path, capsys
         main(["memory-items", "--sweeps", str(tmp_path / "pc"), "--out", str(tmp_path / "x")])
     assert exit_.value.code == 2
     assert "no n_items" in capsys.readouterr().err
+
+
+def test_observation_cost_times_each_camera_set_the_dataset_has(tmp_path):
+    """One row per camera set the file has (a camera it lacks is left out), each with its
+    training, control and simulation time and the ratio to the first row."""
+    main(
+        [
+            "observation-cost",
+            "--datasets",
+            str(FIXTURE),
+            "--cameras",
+            "agentview",
+            "nope",
+            "agentview+robot0_eye_in_hand",
+            "--steps",
+            "1",
+            "--control-steps",
+            "2",
+            "--env-steps",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    rows = json.loads((tmp_path / "observation_cost.json").read_text())["results"]
+    assert list(rows) == ["84px agentview", "84px agentview+robot0_eye_in_hand"]
+    one, two = rows.values()
+    assert one["train_time_ratio"] == one["control_ratio"] == one["env_step_ratio"] == 1.0
+    assert two["cameras"] == ["agentview", "robot0_eye_in_hand"]
+    assert two["parameters"] > one["parameters"]  # a second camera's tokenizer
+    for r in (one, two):
+        assert r["train_frames_per_s"] > 0
+        assert r["control_ms"]["median_ms"] > 0 and r["env_step_ms"]["median_ms"] > 0
+    assert (tmp_path / "observation_cost.png").stat().st_size > 5_000
