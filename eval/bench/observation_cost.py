@@ -38,18 +38,22 @@ class ObservationCost:
     """Temporal core of the timed policy."""
     preset: str = "cpu"
     """Training preset whose model, batch and pieces are timed (train/presets.py)."""
+    batch_size: int | None = None
+    """Episodes per training step; None: the preset's."""
     steps: int = 10
     """Timed optimiser steps per row (after 2 warm-up steps)."""
-    control_steps: int = 30
-    """Timed control steps per row (after 5 warm-up steps); the median is reported."""
+    control_steps: int = 100
+    """Timed control steps per row (after 5 warm-up steps), the rows in turn; the median is
+    reported."""
     env_steps: int = 30
-    """Timed env steps per row (after a reset); the median is reported."""
+    """Timed env steps per row (after a reset), the rows in turn; the median is reported."""
     threads: int = 1
     """torch intra-op threads."""
     out: Path = Path("runs/bench")
     """Where observation_cost.json and observation_cost.png go."""
 
     def run(self) -> dict:
+        from envs.env_args import make_from_env_args
         from train.data import first_demo_obs_keys, is_image_key, load_demos
         from train.presets import preset
         from train.train import infer_obs_keys
@@ -66,24 +70,35 @@ class ObservationCost:
             raise ValueError(
                 f"none of the camera sets {list(self.cameras)} is in {[str(p) for p in self.datasets]}"
             )
-        for path, cams in tqdm(settings, desc="observation-cost", unit="setting"):
-            lowdim = tuple(k for k in infer_obs_keys(path) if not is_image_key(k))
-            keys = tuple(f"{c}_image" for c in cams) + lowdim
-            demos = load_demos(str(path), keys, "all")
-            size = demos.obs_shapes[keys[0]][0]
-            train_cfg = preset(self.preset, dataset=path, steps=self.steps + 2)
-            train = time_training(demos, keys, train_cfg, self.core, self.steps, "cpu")
-            control = self._control_ms(demos, keys, train_cfg, size)
-            env = self._env_step_ms(demos.env_args, cams)
-            rows[f"{size}px {'+'.join(cams)}"] = {
-                "dataset": str(path),
-                "image_size": size,
-                "cameras": cams,
-                "parameters": train["parameters"],
-                "train_frames_per_s": train["frames_per_s"],
-                "control_ms": control,
-                "env_step_ms": env,
-            }
+        # Training, row by row (steps of about a second: the medians of 10 are steady); then
+        # control and simulation steps, a step of every row in turn, so that the load of a
+        # shared machine falls on every row alike.
+        policies, envs = [], []
+        try:
+            for path, cams in tqdm(settings, desc="observation-cost", unit="setting"):
+                lowdim = tuple(k for k in infer_obs_keys(path) if not is_image_key(k))
+                keys = tuple(f"{c}_image" for c in cams) + lowdim
+                demos = load_demos(str(path), keys, "all")
+                size = demos.obs_shapes[keys[0]][0]
+                train_cfg = preset(self.preset, dataset=path, steps=self.steps + 2)
+                train_cfg.batch_size = self.batch_size or train_cfg.batch_size
+                train = time_training(demos, keys, train_cfg, self.core, self.steps, "cpu")
+                policies.append((self._policy(demos, keys, train_cfg, size), demos.episode(0)[0]))
+                envs.append(make_from_env_args(demos.env_args, cameras=cams))
+                rows[f"{size}px {'+'.join(cams)}"] = {
+                    "dataset": str(path),
+                    "image_size": size,
+                    "cameras": cams,
+                    "parameters": train["parameters"],
+                    "train_frames_per_s": train["frames_per_s"],
+                }
+            for r, ms in zip(rows.values(), self._control_ms(policies), strict=True):
+                r["control_ms"] = ms
+            for r, ms in zip(rows.values(), self._env_step_ms(envs), strict=True):
+                r["env_step_ms"] = ms
+        finally:
+            for env in envs:
+                env.close()
         first = next(iter(rows.values()))
         for r in rows.values():
             r["train_time_ratio"] = first["train_frames_per_s"] / r["train_frames_per_s"]
@@ -116,8 +131,8 @@ class ObservationCost:
         )
         return report(self.out, "observation_cost", config_strings(self), (png,), results=rows)
 
-    def _control_ms(self, demos, keys: tuple[str, ...], train_cfg, size: int) -> dict:
-        """One control step of the preset's policy at batch 1, on the first demo's frames."""
+    def _policy(self, demos, keys: tuple[str, ...], train_cfg, size: int):
+        """The preset's policy for these keys, in inference mode."""
         from dataclasses import replace
 
         from train.data import compute_stats
@@ -133,33 +148,33 @@ class ObservationCost:
         )
         policy = TTMPolicy(cfg, compute_stats(demos)).eval()
         policy.reset()
-        obs, _ = demos.episode(0)
-        n = len(next(iter(obs.values())))
-        times = []
+        return policy
+
+    def _control_ms(self, policies: list) -> list[dict]:
+        """One control step at batch 1 per (policy, first demo's frames), in turn."""
+        times: list[list[float]] = [[] for _ in policies]
         for i in range(self.control_steps + 5):
-            o = {k: v[i % n] for k, v in obs.items()}
-            t0 = time.perf_counter()
-            policy.select_action(o)
-            times.append(time.perf_counter() - t0)
-        return median_p90_ms(times[5:])
+            for (policy, obs), t in zip(policies, times, strict=True):
+                n = len(next(iter(obs.values())))
+                o = {k: v[i % n] for k, v in obs.items()}
+                t0 = time.perf_counter()
+                policy.select_action(o)
+                t.append(time.perf_counter() - t0)
+        return [median_p90_ms(t[5:]) for t in times]
 
-    def _env_step_ms(self, env_args: dict, cams: list[str]) -> dict:
-        """env.step with `cams` rendered, in the env the dataset's env_args describe."""
-        from envs.env_args import make_from_env_args
-
-        env = make_from_env_args(env_args, cameras=cams)
-        try:
+    def _env_step_ms(self, envs: list) -> list[dict]:
+        """env.step with each env's cameras rendered (random actions), in turn."""
+        rng = np.random.default_rng(0)
+        for env in envs:
             env.reset(seed=0)
-            rng = np.random.default_rng(0)
-            low, high = env.action_space.low, env.action_space.high
-            times = []
-            for _ in range(self.env_steps):
+        times: list[list[float]] = [[] for _ in envs]
+        for _ in range(self.env_steps):
+            for env, t in zip(envs, times, strict=True):
+                low, high = env.action_space.low, env.action_space.high
                 action = rng.uniform(low, high).astype(env.action_space.dtype)
                 t0 = time.perf_counter()
                 _, _, terminated, truncated, _ = env.step(action)
-                times.append(time.perf_counter() - t0)
+                t.append(time.perf_counter() - t0)
                 if terminated or truncated:
                     env.reset()
-        finally:
-            env.close()
-        return median_p90_ms(times)
+        return [median_p90_ms(t) for t in times]

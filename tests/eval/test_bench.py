@@ -239,6 +239,8 @@ def test_observation_cost_times_each_camera_set_the_dataset_has(tmp_path):
             "agentview+robot0_eye_in_hand",
             "--steps",
             "1",
+            "--batch-size",
+            "2",
             "--control-steps",
             "2",
             "--env-steps",
