@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from eval.bench.report import bar_png, config_strings, median_p90_ms, print_table, report
-from eval.bench.train_throughput import time_training
+from eval.bench.train_throughput import recipe_model, time_training
 
 
 @dataclass
@@ -134,19 +134,10 @@ class ObservationCost:
 
     def _policy(self, demos, keys: tuple[str, ...], train_cfg, size: int):
         """The preset's policy for these keys, in inference mode."""
-        from dataclasses import replace
-
         from train.data import compute_stats
-        from train.train import crop_side
         from ttm_policy import TTMPolicy
 
-        cfg = replace(
-            train_cfg.model,
-            obs_keys=keys,
-            image_size=size,
-            crop_size=crop_side(train_cfg.crop, size),
-            core=self.core,
-        )
+        cfg = recipe_model(train_cfg, keys, size, self.core)
         policy = TTMPolicy(cfg, compute_stats(demos)).eval()
         policy.reset()
         return policy

@@ -100,7 +100,7 @@ def time_training(
         make_dataset,
         trim_padding,
     )
-    from train.train import crop_side, train_step
+    from train.train import train_step
     from ttm_policy import TTMPolicy
 
     torch.manual_seed(0)
@@ -113,14 +113,8 @@ def time_training(
         sampler = StepBatchSampler(len(data), batch_size)
     images = sum(is_image_key(k) for k in keys)
     size = next((demos.obs_shapes[k][0] for k in keys if is_image_key(k)), 84)
-    cfg = replace(
-        train_cfg.model,
-        obs_keys=keys,
-        image_size=size,
-        crop_size=crop_side(train_cfg.crop, size),
-        core=core,
-    )
     dev = torch.device(device)
+    cfg = recipe_model(train_cfg, keys, size, core)
     policy = TTMPolicy(cfg, compute_stats(demos)).to(dev).train()
     opt = torch.optim.AdamW(policy.parameters(), lr=train_cfg.lr)
     times, frames, memory = [], [], None
@@ -144,3 +138,16 @@ def time_training(
         "frames_per_s": sum(frames[2:]) / total,
         "images_per_s": sum(frames[2:]) * images / total,
     }
+
+
+def recipe_model(train_cfg, keys: tuple[str, ...], size: int, core: str):
+    """The PolicyConfig ttm-train builds from `train_cfg` for these keys, image side and core."""
+    from train.train import crop_side
+
+    return replace(
+        train_cfg.model,
+        obs_keys=keys,
+        image_size=size,
+        crop_size=crop_side(train_cfg.crop, size),
+        core=core,
+    )
