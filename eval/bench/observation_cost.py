@@ -60,17 +60,18 @@ class ObservationCost:
 
         torch.set_num_threads(self.threads)
         rows: dict[str, dict] = {}
+        available = {path: set(first_demo_obs_keys(path)) for path in self.datasets}
         settings = [
             (path, cams.split("+"))
             for path in self.datasets
             for cams in self.cameras
-            if all(f"{c}_image" in first_demo_obs_keys(path) for c in cams.split("+"))
+            if all(f"{c}_image" in available[path] for c in cams.split("+"))
         ]
         if not settings:
             raise ValueError(
                 f"none of the camera sets {list(self.cameras)} is in {[str(p) for p in self.datasets]}"
             )
-        # Training, row by row (steps of about a second: the medians of 10 are steady); then
+        # Training, row by row (steps of about a second: 10 of them time steadily); then
         # control and simulation steps, a step of every row in turn, so that the load of a
         # shared machine falls on every row alike.
         policies, envs = [], []
@@ -83,7 +84,8 @@ class ObservationCost:
                 train_cfg = preset(self.preset, dataset=path, steps=self.steps + 2)
                 train_cfg.batch_size = self.batch_size or train_cfg.batch_size
                 train = time_training(demos, keys, train_cfg, self.core, self.steps, "cpu")
-                policies.append((self._policy(demos, keys, train_cfg, size), demos.episode(0)[0]))
+                first_demo = {k: v.copy() for k, v in demos.episode(0)[0].items()}  # not all
+                policies.append((self._policy(demos, keys, train_cfg, size), first_demo))
                 envs.append(make_from_env_args(demos.env_args, cameras=cams))
                 rows[f"{size}px {'+'.join(cams)}"] = {
                     "dataset": str(path),
