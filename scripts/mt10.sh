@@ -3,7 +3,7 @@
 #
 #   bash scripts/mt10.sh [OUT]            # default OUT: runs/mt10
 #
-# For each of the ten MT10 tasks (envs.METAWORLD_MT10): Meta-World's own scripted policy
+# For each of the ten MT10 tasks (envs.registry.METAWORLD_MT10): Meta-World's own scripted policy
 # collects EPISODES demonstrations (the task's recipe: the `corner` and `behindGripper`
 # cameras at 64 px, hand position and gripper as proprioception), and every core of CORES
 # trains on them at the same STEPS and is evaluated over 50 seeded episodes
@@ -26,7 +26,7 @@ read -r -a CORES <<< "${CORES:-ttm ttm-memoryless lstm}"
 export MUJOCO_GL="${MUJOCO_GL:-egl}" WANDB_MODE="${WANDB_MODE:-offline}"
 export OMP_NUM_THREADS="${THREADS:-1}"
 BIN=.venv/bin
-TASKS="${TASKS:-$("$BIN/python" -c "import envs; print(' '.join(envs.METAWORLD_MT10))")}"
+TASKS="${TASKS:-$("$BIN/python" -c "from envs.registry import METAWORLD_MT10; print(' '.join(METAWORLD_MT10))")}"
 STEPS_FLAG=()
 [ -n "${STEPS:-}" ] && STEPS_FLAG=(--steps "$STEPS")
 

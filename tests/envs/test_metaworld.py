@@ -299,3 +299,21 @@ def test_a_4d_policy_trains_on_the_file_and_ttm_eval_remakes_the_env(reach_datas
     result = json.loads((run / "eval/last/eval.json").read_text())
     assert result["env"] == "ttm/MW-reach-v0" and result["lengths"] == [20, 20]
     assert result["env_kwargs"]["cameras"] == ["corner", "behindGripper"]
+
+
+def test_the_mt10_script_runs_the_ten_tasks_by_default():
+    """scripts/mt10.sh's task list when TASKS is unset: the line the script runs, run alone
+    (the whole script trains 30 cells)."""
+    (line,) = [
+        s for s in (ROOT / "scripts/mt10.sh").read_text().splitlines() if s.startswith("TASKS=")
+    ]
+    bin_dir = Path(sys.executable).parent
+    r = subprocess.run(
+        ["bash", "-c", f'BIN="{bin_dir}"; unset TASKS; {line}; echo "$TASKS"'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == list(registry.METAWORLD_MT10)
