@@ -20,13 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ttm_policy.state import flatten
+
 PROBE_STEPS = (5, 12, 25, 50, 100, 150, 200, 250)
-
-
-def flat(state) -> torch.Tensor:
-    """The core's state as one vector (a tensor, or a tuple of them)."""
-    parts = state if isinstance(state, tuple) else (state,)
-    return torch.cat([s.float().flatten() for s in parts if s.is_floating_point()])
 
 
 def rollout(policy, env, seed: int, cue: int) -> dict:
@@ -37,7 +33,7 @@ def rollout(policy, env, seed: int, cue: int) -> dict:
     states, actions, eef = [], [], []
     while True:
         action = policy.select_action(obs)
-        states.append(flat(policy._state).numpy().copy() if policy._state is not None else None)
+        states.append(flatten(policy._state).numpy().copy() if policy._state is not None else None)
         actions.append(np.asarray(action, dtype=np.float64).copy())
         obs, _, terminated, truncated, info = env.step(action)
         eef.append(np.asarray(obs.get("robot0_eef_pos", [np.nan] * 3)))

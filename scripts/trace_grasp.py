@@ -25,18 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ttm_policy.state import flatten
+
 
 def object_position(suite) -> np.ndarray:
     """The object to grasp: PickPlaceCan's can or Stack's cube A."""
     if hasattr(suite, "cubeA_body_id"):
         return suite.sim.data.body_xpos[suite.cubeA_body_id]
     return suite.sim.data.body_xpos[suite.obj_body_id[suite.obj_to_use]]
-
-
-def flat(state) -> torch.Tensor:
-    """The core's state as one vector (a tensor, or a tuple of them)."""
-    parts = state if isinstance(state, tuple) else (state,)
-    return torch.cat([s.float().flatten() for s in parts if s.is_floating_point()])
 
 
 def main(checkpoint: str, episodes: list[int]) -> None:
@@ -63,7 +59,7 @@ def main(checkpoint: str, episodes: list[int]) -> None:
                 state = policy._state if policy._state is not None else policy.init_state(1)
                 _, _, p = policy.step(x, state, None, sample=False, gripper_probability=True)
             action = policy.select_action(obs)
-            before, after = flat(state), flat(policy._state)
+            before, after = flatten(state), flatten(policy._state)
             step_change = float((after - before).norm() / before.norm().clamp_min(1e-12))
             close = bool(action[-1] > 0)  # the gripper command: > 0 closes
             reopen += int(prev_close and not close)

@@ -35,6 +35,14 @@ def num_bytes(state: State) -> int:
     return sum(num_bytes(s) for s in state)
 
 
+def flatten(state: State) -> torch.Tensor:
+    """The state's floating-point tensors as one float32 vector (batch row 0 first): what the
+    diagnostics compare between steps or between episodes. Integer parts (a KV cache's step
+    counters) are left out."""
+    parts = state if isinstance(state, tuple) else (state,)
+    return torch.cat([s.float().flatten() for s in parts if s.is_floating_point()])
+
+
 def unroll(
     step: Callable[[torch.Tensor, State], tuple[torch.Tensor, State]],
     tokens: torch.Tensor,

@@ -204,3 +204,23 @@ def test_baseline_shape_errors(kind):
         core.step(torch.randn(2, N, D - 1), core.init_memory(2))
     with pytest.raises(ValueError, match="shape"):
         core.step(torch.randn(3, N, D), core.init_memory(2))
+
+
+@pytest.mark.parametrize("kind", ["ttm", "ttm-gated", "lstm", "gru", "transformer-full"])
+def test_flatten_state_tells_two_histories_apart_and_keeps_only_float_parts(kind):
+    from ttm_policy.state import flatten
+
+    core = make_core(kind).eval()
+    x = torch.randn(1, 6, N, D)
+    y = x.clone()
+    y[:, 0] = torch.randn(1, N, D)  # another cue at step 0, the same steps after it
+    with torch.no_grad():
+        _, sx = core(x)
+        _, sy = core(y)
+        _, sx2 = core(x)
+    fx, fy = flatten(sx), flatten(sy)
+    parts = sx if isinstance(sx, tuple) else (sx,)
+    assert fx.dtype == torch.float32 and fx.dim() == 1
+    assert fx.numel() == sum(p.numel() for p in parts if p.is_floating_point())
+    assert torch.equal(fx, flatten(sx2))  # the same history, the same vector
+    assert (fx - fy).norm() > 1e-4 * fx.norm()  # the step-0 difference is still in the state
