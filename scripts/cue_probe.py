@@ -1,5 +1,5 @@
 """Does a policy's state still hold the cue? Roll a checkpoint out on one seeded scene once
-per cue (a cued task: LiftCued, PlaceCued, PointCue, ...) and print, at chosen steps, how far
+per cue (a task with `cues`: LiftCued, PlaceCued, ...) and print, at chosen steps, how far
 apart the core's states are (|s(cue a) - s(cue b)| / |s(cue a)|, all of the state's tensors as
 one vector: the TTM's memory, the LSTM's h and c, ...) and the first three action
 components under each cue; then each episode's outcome and its hand path after the hold.
@@ -33,7 +33,7 @@ def rollout(policy, env, seed: int, cue: int) -> dict:
     states, actions, eef = [], [], []
     while True:
         action = policy.select_action(obs)
-        states.append(flatten(policy._state).numpy().copy() if policy._state is not None else None)
+        states.append(flatten(policy._state).numpy() if policy._state is not None else None)
         actions.append(np.asarray(action, dtype=np.float64).copy())
         obs, _, terminated, truncated, info = env.step(action)
         eef.append(np.asarray(obs.get("robot0_eef_pos", [np.nan] * 3)))
