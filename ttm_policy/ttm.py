@@ -78,6 +78,11 @@ class TTMConfig:
     """Mix the summariser's write into the old memory through a learned update gate (GRU
     style) instead of replacing it, so the memory holds a fact by default. Not with add-erase,
     which gates by itself."""
+    write_gate_bias: float = 2.0
+    """The gate's initial bias: it starts keeping sigmoid(b) of each slot a step (2: 0.88, a
+    fact halves in ~5 steps; 5: 0.993, ~100 steps). Raise it for delays of hundreds of steps,
+    so that at initialisation the gradient from a late decision still reaches the cue's steps
+    (the chrono initialisation of Tallec & Ollivier, 2018). Only with `write_gate`."""
     write_self_bias: float = 0.0
     """Copy-biased write (not in the paper): a learned (M, M) bias on the write's scores for
     the old memory tokens, starting at this value on the diagonal, so each slot starts by
@@ -105,6 +110,11 @@ class TTMConfig:
             raise ValueError(
                 f"TTMConfig(write_self_bias={self.write_self_bias}) needs the `tl` summariser "
                 f"and a memory, got summariser={self.summariser!r}, memoryless={self.memoryless}"
+            )
+        if self.write_gate_bias != 2.0 and not self.write_gate:
+            raise ValueError(
+                f"TTMConfig(write_gate_bias={self.write_gate_bias}) sets the gate's start; it "
+                "needs write_gate=True (--model.ttm.write-gate)"
             )
         if self.write_gate and self.summariser == "add-erase":
             raise ValueError(
@@ -183,7 +193,7 @@ class TokenTuringMachine(nn.Module):
                 self.write_input_pos = emb(N or 1)
                 self.write = _make_summariser(cfg, None if N is None else M + R + N, M)
             if cfg.write_gate:
-                self.write_gate = GatedWrite(dim=D)
+                self.write_gate = GatedWrite(dim=D, bias=cfg.write_gate_bias)
             if cfg.write_self_bias:  # (M, M): new slot k's score bonus for old slot j
                 self.write_bias = nn.Parameter(torch.eye(M) * cfg.write_self_bias)
             if cfg.memory_init == "learned":
