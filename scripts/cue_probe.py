@@ -38,7 +38,8 @@ def rollout(policy, env, seed: int, cue: int) -> dict:
     states, actions, eef = [], [], []
     while True:
         action = policy.select_action(obs)
-        states.append(flatten(policy._state).numpy() if policy._state is not None else None)
+        flat = flatten(policy._state) if policy._state is not None else torch.empty(0)
+        states.append(flat.numpy() if flat.numel() else None)  # None: the core keeps nothing
         actions.append(np.asarray(action, dtype=np.float64).copy())
         obs, _, terminated, truncated, info = env.step(action)
         eef.append(np.asarray(obs.get("robot0_eef_pos", [np.nan] * 3)))
