@@ -74,22 +74,19 @@ def probe(checkpoint: str, seeds: list[int]) -> tuple[np.ndarray, tuple[int, int
     cues = _task_attr(env, "cues")
     if not cues:
         raise SystemExit(f"{type(env.unwrapped).__name__}: not a cued task (no `cues`)")
-    moving_from = (_task_attr(env, "cue_steps") or 0) + (_task_attr(env, "delay_steps") or 0)
     cue_steps = _task_attr(env, "cue_steps") or 0
+    moving_from = cue_steps + (_task_attr(env, "delay_steps") or 0)
     a, b = 0, cues - 1
     curve = None
     for seed in seeds:
         runs = {cue: rollout(policy, env, seed, cue) for cue in (a, b)}
         ra, rb = runs[a], runs[b]
-        curve = state_gaps(ra, rb) if curve is None else curve
+        gaps = state_gaps(ra, rb)
+        curve = gaps if curve is None else curve
         for t in PROBE_STEPS:
-            if t >= min(len(ra["actions"]), len(rb["actions"])):
+            if t >= len(gaps):
                 break
-            if ra["states"][t] is None:
-                gap = "no state (memory-less core)"
-            else:
-                den = max(float(np.linalg.norm(ra["states"][t])), 1e-12)
-                gap = f"{float(np.linalg.norm(ra['states'][t] - rb['states'][t])) / den:.3f}"
+            gap = "no state (memory-less core)" if np.isnan(gaps[t]) else f"{gaps[t]:.3f}"
             print(
                 f"seed {seed} step {t}: state gap {gap}; action[:3] cue {a} "
                 f"{np.round(ra['actions'][t][:3], 2)} cue {b} {np.round(rb['actions'][t][:3], 2)}"
